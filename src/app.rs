@@ -1,0 +1,102 @@
+//! The application: shared state and the one Router (testable without a socket).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderValue, header};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+
+use crate::auth::Auth;
+use crate::auth::limiter::LoginLimiter;
+use crate::auth::password::{PasswordChecker, PasswordMethod};
+use crate::auth::session::{FileStore, SessionStore, Sessions};
+use crate::cli::{AuthMode, CliError, Config};
+use crate::heart::Heart;
+use crate::i18n::Strings;
+use crate::pages::Pages;
+
+/// code-server's body-parser limit for its own routes ("100kb").
+pub const BODY_LIMIT: usize = 100 * 1024;
+
+/// Shared by every handler; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub auth: Arc<Auth>,
+    pub heart: Arc<Heart>,
+    pub pages: Arc<Pages>,
+}
+
+impl AppState {
+    /// Builds the state with the given session store. Fails on configuration that can only be
+    /// checked by loading it (custom strings, the password hash).
+    pub fn new(config: Config, store: Arc<dyn SessionStore>) -> Result<AppState, CliError> {
+        let mut strings = Strings::new(&config.app_name, config.locale.as_deref());
+        if let Some(path) = &config.i18n {
+            strings.load_custom(path)?;
+        }
+        let checker = match (&config.auth, &config.password) {
+            (AuthMode::Password, Some(p)) => {
+                Some(PasswordChecker::new(PasswordMethod::from_config(p).map_err(|e| CliError::new(e.to_string()))?))
+            }
+            _ => None,
+        };
+        let method = checker.as_ref().map(|c| Arc::new(c.method().clone()));
+        let fingerprint = Arc::new(move |key: &str| match &method {
+            Some(m) => m.fingerprint(key.as_bytes()),
+            None => String::new(),
+        });
+        let auth = Auth {
+            mode: config.auth,
+            checker,
+            sessions: Sessions::new(store, config.session_timeout, fingerprint),
+            limiter: LoginLimiter::default(),
+            cookie_name: Auth::cookie_name_for(config.cookie_suffix.as_deref()),
+            secure_cookies: config.tls.is_some(),
+            trusted_proxies: config.trusted_proxies.clone(),
+        };
+        Ok(AppState {
+            pages: Arc::new(Pages::new(&config, strings)),
+            config: Arc::new(config),
+            auth: Arc::new(auth),
+            heart: Arc::new(Heart::default()),
+        })
+    }
+
+    /// The default persistent session store's file.
+    pub fn session_file(config: &Config) -> PathBuf {
+        config.user_data_dir.join("code-server-sessions.json")
+    }
+
+    /// State with the default store: sessions persisted in the user-data-dir.
+    pub fn with_file_store(config: Config) -> Result<AppState, CliError> {
+        let store = FileStore::open(&Self::session_file(&config)).map_err(|e| CliError::new(e.to_string()))?;
+        AppState::new(config, Arc::new(store))
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(crate::assets::routes())
+        .merge(crate::heart::routes())
+        .merge(crate::auth::routes())
+        .merge(crate::vscode::routes())
+        .layer(middleware::from_fn_with_state(state.clone(), crate::error::render_errors))
+        .layer(middleware::from_fn(security_headers))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn_with_state(state.clone(), crate::heart::record_activity))
+        .with_state(state)
+}
+
+/// Headers every page of ours carries (not added to proxied or forwarded responses).
+async fn security_headers(req: Request, next: Next) -> Response {
+    let mut res = next.run(req).await;
+    let h = res.headers_mut();
+    h.entry(header::X_CONTENT_TYPE_OPTIONS).or_insert(HeaderValue::from_static("nosniff"));
+    h.entry(header::REFERRER_POLICY).or_insert(HeaderValue::from_static("same-origin"));
+    h.entry(header::X_FRAME_OPTIONS).or_insert(HeaderValue::from_static("SAMEORIGIN"));
+    res
+}

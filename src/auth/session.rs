@@ -1,0 +1,373 @@
+//! Server-side sessions. The cookie carries a random 256-bit token; the store keeps only the
+//! token's SHA-256, so a leaked store file holds no usable cookie. Sessions slide: each use
+//! pushes the expiry out, and a session unused for the timeout is gone. Each session records a
+//! fingerprint of the password it was made with, so changing the password revokes them all.
+//!
+//! Backends sit behind [`SessionStore`]: [`MemoryStore`] for tests, [`FileStore`] (the default,
+//! persisted in the user-data-dir so a restart keeps people logged in); Redis and PostgreSQL
+//! can implement the same trait for multi-user mode.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::util::{hex, now_ms, random_bytes, sha256};
+
+/// The store key of a session: hex SHA-256 of the cookie token.
+pub type SessionKey = String;
+
+/// A predicate over stored sessions, for [`SessionStore::retain`].
+pub type Keep = Box<dyn Fn(&str, &SessionRecord) -> bool + Send + Sync>;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// Unix ms.
+    pub created: u64,
+    /// Unix ms of the last authenticated request (updated at most once a minute).
+    pub last_seen: u64,
+    /// [`crate::auth::password::PasswordMethod::fingerprint`] salted with the key.
+    pub password_fingerprint: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("session store I/O failed for {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Where session records live. Implementations must be cheap on `get`: it runs on every
+/// authenticated request, including every proxied one.
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    async fn insert(&self, key: SessionKey, record: SessionRecord) -> Result<(), StoreError>;
+    async fn get(&self, key: &str) -> Result<Option<SessionRecord>, StoreError>;
+    /// Records use; may be persisted lazily (see [`SessionStore::flush`]).
+    async fn touch(&self, key: &str, now_ms: u64) -> Result<(), StoreError>;
+    async fn remove(&self, key: &str) -> Result<(), StoreError>;
+    /// Drops every record for which `keep` is false; returns how many were dropped.
+    async fn retain(&self, keep: Keep) -> Result<usize, StoreError>;
+    /// Persists lazily recorded changes. Called periodically and at shutdown.
+    async fn flush(&self) -> Result<(), StoreError>;
+}
+
+/// Sessions in a map, gone when the process exits.
+#[derive(Default)]
+pub struct MemoryStore {
+    map: Mutex<HashMap<SessionKey, SessionRecord>>,
+}
+
+#[async_trait]
+impl SessionStore for MemoryStore {
+    async fn insert(&self, key: SessionKey, record: SessionRecord) -> Result<(), StoreError> {
+        self.map.lock().unwrap().insert(key, record);
+        Ok(())
+    }
+    async fn get(&self, key: &str) -> Result<Option<SessionRecord>, StoreError> {
+        Ok(self.map.lock().unwrap().get(key).cloned())
+    }
+    async fn touch(&self, key: &str, now_ms: u64) -> Result<(), StoreError> {
+        if let Some(r) = self.map.lock().unwrap().get_mut(key) {
+            r.last_seen = now_ms;
+        }
+        Ok(())
+    }
+    async fn remove(&self, key: &str) -> Result<(), StoreError> {
+        self.map.lock().unwrap().remove(key);
+        Ok(())
+    }
+    async fn retain(&self, keep: Keep) -> Result<usize, StoreError> {
+        let mut map = self.map.lock().unwrap();
+        let before = map.len();
+        map.retain(|k, r| keep(k, r));
+        Ok(before - map.len())
+    }
+    async fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct FileContents {
+    version: u32,
+    sessions: HashMap<SessionKey, SessionRecord>,
+}
+
+/// Sessions held in memory and persisted to one JSON file (mode 0600) with atomic replaces.
+/// Creations and revocations are written before the call returns; `touch` only marks the
+/// store dirty, and [`SessionStore::flush`] writes it (periodically and at shutdown).
+pub struct FileStore {
+    path: PathBuf,
+    state: Mutex<FileState>,
+    /// Serialises writers so an older snapshot never lands after a newer one.
+    write_lock: tokio::sync::Mutex<()>,
+}
+
+struct FileState {
+    sessions: HashMap<SessionKey, SessionRecord>,
+    dirty: bool,
+}
+
+impl FileStore {
+    /// Loads the store. A corrupt file is moved aside (never silently lost) and the store starts
+    /// empty; a missing file is an empty store.
+    pub fn open(path: &Path) -> Result<FileStore, StoreError> {
+        let io = |source| StoreError::Io { path: path.to_path_buf(), source };
+        let sessions = match std::fs::read(path) {
+            Ok(bytes) => match serde_json::from_slice::<FileContents>(&bytes) {
+                Ok(c) => c.sessions,
+                Err(e) => {
+                    let aside = path.with_extension(format!("corrupt-{}", now_ms()));
+                    std::fs::rename(path, &aside).map_err(io)?;
+                    tracing::warn!(
+                        "Session store {} was unreadable ({e}); moved it to {} and started empty",
+                        path.display(),
+                        aside.display()
+                    );
+                    HashMap::new()
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashMap::new(),
+            Err(e) => return Err(io(e)),
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        Ok(FileStore {
+            path: path.to_path_buf(),
+            state: Mutex::new(FileState { sessions, dirty: false }),
+            write_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    async fn persist(&self) -> Result<(), StoreError> {
+        let _guard = self.write_lock.lock().await;
+        let bytes = {
+            let mut st = self.state.lock().unwrap();
+            st.dirty = false;
+            serde_json::to_vec(&FileContents { version: 1, sessions: st.sessions.clone() })
+                .expect("session records serialise")
+        };
+        let path = self.path.clone();
+        let result = tokio::task::spawn_blocking(move || crate::util::atomic_write(&path, &bytes, 0o600))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        result.map_err(|source| {
+            self.state.lock().unwrap().dirty = true;
+            StoreError::Io { path: self.path.clone(), source }
+        })
+    }
+}
+
+#[async_trait]
+impl SessionStore for FileStore {
+    async fn insert(&self, key: SessionKey, record: SessionRecord) -> Result<(), StoreError> {
+        self.state.lock().unwrap().sessions.insert(key, record);
+        self.persist().await
+    }
+    async fn get(&self, key: &str) -> Result<Option<SessionRecord>, StoreError> {
+        Ok(self.state.lock().unwrap().sessions.get(key).cloned())
+    }
+    async fn touch(&self, key: &str, now_ms: u64) -> Result<(), StoreError> {
+        let mut st = self.state.lock().unwrap();
+        if let Some(r) = st.sessions.get_mut(key) {
+            r.last_seen = now_ms;
+            st.dirty = true;
+        }
+        Ok(())
+    }
+    async fn remove(&self, key: &str) -> Result<(), StoreError> {
+        let removed = self.state.lock().unwrap().sessions.remove(key).is_some();
+        if removed { self.persist().await } else { Ok(()) }
+    }
+    async fn retain(&self, keep: Keep) -> Result<usize, StoreError> {
+        let dropped = {
+            let mut st = self.state.lock().unwrap();
+            let before = st.sessions.len();
+            st.sessions.retain(|k, r| keep(k, r));
+            before - st.sessions.len()
+        };
+        if dropped > 0 {
+            self.persist().await?;
+        }
+        Ok(dropped)
+    }
+    async fn flush(&self) -> Result<(), StoreError> {
+        if self.state.lock().unwrap().dirty {
+            self.persist().await?;
+        }
+        Ok(())
+    }
+}
+
+/// A new session's cookie token and the key it is stored under.
+pub struct NewSession {
+    pub token: String,
+    pub key: SessionKey,
+}
+
+/// Session policy on top of a store: creation, validation with sliding expiry and password
+/// fingerprints, revocation.
+#[derive(Clone)]
+pub struct Sessions {
+    store: Arc<dyn SessionStore>,
+    timeout_ms: u64,
+    fingerprint: Arc<dyn Fn(&str) -> String + Send + Sync>,
+}
+
+/// Record use at most this often, so the hot path rarely writes anything.
+const TOUCH_EVERY_MS: u64 = 60_000;
+
+impl Sessions {
+    /// `fingerprint(key)` must give the current password's fingerprint salted with `key`.
+    pub fn new(
+        store: Arc<dyn SessionStore>,
+        timeout: Duration,
+        fingerprint: Arc<dyn Fn(&str) -> String + Send + Sync>,
+    ) -> Sessions {
+        Sessions { store, timeout_ms: timeout.as_millis() as u64, fingerprint }
+    }
+
+    pub fn key_of(token: &str) -> SessionKey {
+        hex(&sha256(token.as_bytes()))
+    }
+
+    pub async fn create(&self) -> Result<NewSession, StoreError> {
+        let token = hex(&random_bytes::<32>());
+        let key = Self::key_of(&token);
+        let now = now_ms();
+        let record = SessionRecord { created: now, last_seen: now, password_fingerprint: (self.fingerprint)(&key) };
+        self.store.insert(key.clone(), record).await?;
+        Ok(NewSession { token, key })
+    }
+
+    fn is_valid(&self, key: &str, r: &SessionRecord, now: u64) -> bool {
+        valid(self.timeout_ms, &*self.fingerprint, key, r, now)
+    }
+
+    /// True when `token` names a live session; records the use. Invalid sessions are removed.
+    pub async fn validate(&self, token: &str) -> Result<bool, StoreError> {
+        // Tokens are 64 hex characters; anything else cannot be ours.
+        if token.len() != 64 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(false);
+        }
+        let key = Self::key_of(token);
+        let Some(record) = self.store.get(&key).await? else {
+            return Ok(false);
+        };
+        let now = now_ms();
+        if !self.is_valid(&key, &record, now) {
+            self.store.remove(&key).await?;
+            return Ok(false);
+        }
+        if now.saturating_sub(record.last_seen) >= TOUCH_EVERY_MS {
+            self.store.touch(&key, now).await?;
+        }
+        Ok(true)
+    }
+
+    pub async fn revoke(&self, token: &str) -> Result<(), StoreError> {
+        self.store.remove(&Self::key_of(token)).await
+    }
+
+    /// Drops expired sessions and those made with another password. Run at start-up and
+    /// periodically.
+    pub async fn prune(&self) -> Result<usize, StoreError> {
+        let now = now_ms();
+        let (timeout_ms, fingerprint) = (self.timeout_ms, self.fingerprint.clone());
+        self.store.retain(Box::new(move |k, r| valid(timeout_ms, &*fingerprint, k, r, now))).await
+    }
+
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.store.flush().await
+    }
+}
+
+fn valid(
+    timeout_ms: u64,
+    fingerprint: &(dyn Fn(&str) -> String + Send + Sync),
+    key: &str,
+    r: &SessionRecord,
+    now: u64,
+) -> bool {
+    now.saturating_sub(r.last_seen) < timeout_ms && r.password_fingerprint == fingerprint(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sessions(store: Arc<dyn SessionStore>, password: &'static str, timeout: Duration) -> Sessions {
+        Sessions::new(store, timeout, Arc::new(move |key: &str| format!("{password}:{key}")))
+    }
+
+    #[tokio::test]
+    async fn create_validate_revoke() {
+        let s = sessions(Arc::new(MemoryStore::default()), "pw", Duration::from_secs(60));
+        let new = s.create().await.unwrap();
+        assert_eq!(new.token.len(), 64);
+        assert!(s.validate(&new.token).await.unwrap());
+        assert!(!s.validate(&hex(&random_bytes::<32>())).await.unwrap());
+        assert!(!s.validate("short").await.unwrap());
+        s.revoke(&new.token).await.unwrap();
+        assert!(!s.validate(&new.token).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn password_change_revokes() {
+        let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::default());
+        let old = sessions(store.clone(), "old", Duration::from_secs(60));
+        let token = old.create().await.unwrap().token;
+        let new = sessions(store.clone(), "new", Duration::from_secs(60));
+        assert!(!new.validate(&token).await.unwrap());
+        assert!(!old.validate(&token).await.unwrap(), "the stale session was removed");
+    }
+
+    #[tokio::test]
+    async fn expiry_slides() {
+        let store = Arc::new(MemoryStore::default());
+        let s = sessions(store.clone(), "pw", Duration::from_secs(3600));
+        let new = s.create().await.unwrap();
+        // Pretend the session was last used 59 minutes ago: still valid, and the use is recorded.
+        store.touch(&new.key, now_ms() - 59 * 60_000).await.unwrap();
+        assert!(s.validate(&new.token).await.unwrap());
+        assert!(store.get(&new.key).await.unwrap().unwrap().last_seen > now_ms() - 5_000);
+        // Unused for longer than the timeout: gone.
+        store.touch(&new.key, now_ms() - 61 * 60_000).await.unwrap();
+        assert!(!s.validate(&new.token).await.unwrap());
+        assert!(store.get(&new.key).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn file_store_survives_reopen_and_corruption() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sessions.json");
+        let token = {
+            let s = sessions(Arc::new(FileStore::open(&path).unwrap()), "pw", Duration::from_secs(60));
+            s.create().await.unwrap().token
+        };
+        assert!(!std::fs::read_to_string(&path).unwrap().contains(&token), "only hashes are stored");
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        let s = sessions(Arc::new(FileStore::open(&path).unwrap()), "pw", Duration::from_secs(60));
+        assert!(s.validate(&token).await.unwrap());
+
+        std::fs::write(&path, b"{not json").unwrap();
+        let s = sessions(Arc::new(FileStore::open(&path).unwrap()), "pw", Duration::from_secs(60));
+        assert!(!s.validate(&token).await.unwrap());
+        let aside: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains("corrupt"))
+            .collect();
+        assert_eq!(aside.len(), 1);
+        assert_eq!(std::fs::read(aside[0].path()).unwrap(), b"{not json");
+    }
+}

@@ -1,0 +1,655 @@
+//! Command line, environment and `config.yaml`, merged into one validated [`Config`] (spec §2).
+//!
+//! Precedence, highest first (spec §2.5): environment overrides (`$PASSWORD`, ...), command-line
+//! flags, config file, fallback environment (`$LOG_LEVEL`, `$CODE_SERVER_APP_NAME`), defaults.
+//! Everything here is synchronous and reads the process environment only through [`Environment`],
+//! so tests can resolve configurations side by side.
+
+pub mod config_file;
+pub mod help;
+pub mod options;
+pub mod parse;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::paths::Paths;
+pub use parse::{CertArg, Parsed, Value};
+
+/// A start-up error: printed as one line, exit status 1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CliError(String);
+
+impl CliError {
+    pub fn new(msg: impl Into<String>) -> CliError {
+        CliError(msg.into())
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CliError {}
+
+/// A snapshot of the environment variables we read.
+#[derive(Debug, Clone, Default)]
+pub struct Environment(BTreeMap<String, String>);
+
+impl Environment {
+    pub fn capture() -> Environment {
+        Environment(
+            std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))).collect(),
+        )
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+
+    pub fn set(&mut self, key: &str, value: &str) {
+        self.0.insert(key.to_string(), value.to_string());
+    }
+}
+
+impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Environment {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        Environment(iter.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
+    }
+}
+
+/// A string that must never reach a log: `Debug` prints `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    Password,
+    None,
+}
+
+/// Where the password in use came from: decides a start-up line and the login page's hint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordSource {
+    EnvPassword,
+    EnvHashedPassword,
+    ConfigPassword,
+    ConfigHashedPassword,
+}
+
+/// The configured password material, before it is turned into a checker.
+#[derive(Debug, Clone)]
+pub struct PasswordConfig {
+    pub password: Option<Secret>,
+    pub hashed_password: Option<Secret>,
+    pub source: PasswordSource,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    Tcp { host: String, port: u16 },
+    Socket { path: PathBuf, mode: Option<u32> },
+    Fd(i32),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tls {
+    Files { cert: PathBuf, key: PathBuf },
+    SelfSigned { host: String },
+}
+
+/// Extension management commands, run instead of the server.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExtensionCommands {
+    pub list: bool,
+    pub install: Vec<String>,
+    pub uninstall: Vec<String>,
+    pub locate: Vec<String>,
+    pub force: bool,
+    pub show_versions: bool,
+    pub category: Option<String>,
+}
+
+impl ExtensionCommands {
+    pub fn any(&self) -> bool {
+        self.list || !self.install.is_empty() || !self.uninstall.is_empty() || !self.locate.is_empty()
+    }
+}
+
+/// Log verbosity, code-server's five levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    fn parse(s: &str) -> Option<LogLevel> {
+        Some(match s {
+            "trace" => LogLevel::Trace,
+            "debug" => LogLevel::Debug,
+            "info" => LogLevel::Info,
+            "warn" => LogLevel::Warn,
+            "error" => LogLevel::Error,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Trace => "trace",
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+}
+
+/// The resolved configuration of one run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub paths: Paths,
+    pub config_file: PathBuf,
+    pub auth: AuthMode,
+    /// `Some` whenever `auth` is `Password` (validated).
+    pub password: Option<PasswordConfig>,
+    pub listen: Listen,
+    pub tls: Option<Tls>,
+    pub user_data_dir: PathBuf,
+    pub extensions_dir: PathBuf,
+    pub builtin_extensions_dir: Option<PathBuf>,
+    pub log_level: LogLevel,
+    pub app_name: String,
+    pub welcome_text: Option<String>,
+    pub locale: Option<String>,
+    pub i18n: Option<PathBuf>,
+    /// Sanitised: every character outside `[A-Za-z0-9-]` became `-`.
+    pub cookie_suffix: Option<String>,
+    pub session_timeout: Duration,
+    pub trusted_proxies: Vec<IpAddr>,
+    pub trusted_origins: Vec<String>,
+    /// Normalised (spec §2.8): lower case, no `*.`, always containing `{{port}}`, no duplicates.
+    pub proxy_domains: Vec<String>,
+    pub disable_proxy: bool,
+    pub skip_auth_preflight: bool,
+    pub abs_proxy_base_path: Option<String>,
+    pub idle_timeout: Option<Duration>,
+    pub disable_telemetry: bool,
+    pub disable_update_check: bool,
+    pub disable_file_downloads: bool,
+    pub disable_file_uploads: bool,
+    pub disable_workspace_trust: bool,
+    pub disable_getting_started_override: bool,
+    pub open: bool,
+    pub ignore_last_opened: bool,
+    pub new_window: bool,
+    pub reuse_window: bool,
+    pub github_auth: Option<Secret>,
+    pub reconnection_grace_time: Option<String>,
+    pub link_protection_trusted_domains: Vec<String>,
+    pub enable_proposed_api: Vec<String>,
+    pub enable: Vec<String>,
+    /// `--vscode-option` values followed by `$VSCODE_OPTIONS`.
+    pub vscode_options: Vec<String>,
+    pub vscode_dir: Option<PathBuf>,
+    pub session_socket: Option<PathBuf>,
+    pub extensions: ExtensionCommands,
+    /// Positional paths, made absolute.
+    pub paths_to_open: Vec<PathBuf>,
+    /// Names of the options typed on the command line (for "open in an existing instance").
+    pub cli_option_names: Vec<&'static str>,
+    /// Environment edits to apply before any thread or child process starts.
+    pub env_changes: EnvChanges,
+}
+
+/// What start-up must change in the process environment (spec §2.5): secrets are removed so
+/// children never see them; `LOG_LEVEL` and `VSCODE_PROXY_URI` are written.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EnvChanges {
+    pub remove: Vec<&'static str>,
+    pub set: Vec<(&'static str, String)>,
+}
+
+/// What the binary was asked to do.
+#[derive(Debug)]
+pub enum Command {
+    Help,
+    Version { json: bool },
+    Extensions(Box<Config>),
+    Serve(Box<Config>),
+}
+
+/// The outcome of reading the command line and config file.
+#[derive(Debug)]
+pub struct Loaded {
+    pub command: Command,
+    /// Info lines to log once logging is set up (e.g. "Wrote default config file to ...").
+    pub notes: Vec<String>,
+}
+
+/// Reads flags, environment and config file; creates the config file on first run.
+pub fn load(argv: &[String], env: &Environment, cwd: &Path) -> Result<Loaded, CliError> {
+    let cli = parse::parse_args(argv, cwd)?;
+    if cli.flag("help") {
+        return Ok(Loaded { command: Command::Help, notes: vec![] });
+    }
+    if cli.flag("version") {
+        return Ok(Loaded { command: Command::Version { json: cli.flag("json") }, notes: vec![] });
+    }
+    let paths = Paths::from_env(env);
+    let config_file = match (cli.str("config"), env.get("CODE_SERVER_CONFIG")) {
+        (Some(p), _) => parse::absolute(cwd, Path::new(p)),
+        (None, Some(p)) if !p.is_empty() => parse::absolute(cwd, Path::new(p)),
+        _ => paths.config.join("config.yaml"),
+    };
+    let mut notes = vec![];
+    if config_file::ensure_exists(&config_file)? {
+        notes.push(format!("Wrote default config file to {}", config_file.display()));
+    }
+    let file = config_file::read(&config_file, cwd)?;
+    let config = resolve(&cli, &file, env, cwd, paths, config_file)?;
+    let command =
+        if config.extensions.any() { Command::Extensions(Box::new(config)) } else { Command::Serve(Box::new(config)) };
+    Ok(Loaded { command, notes })
+}
+
+/// Merges the command line over the config file and applies the environment and defaults.
+pub fn resolve(
+    cli: &Parsed,
+    file: &Parsed,
+    env: &Environment,
+    cwd: &Path,
+    paths: Paths,
+    config_file: PathBuf,
+) -> Result<Config, CliError> {
+    // Command-line values replace config-file values key by key (lists wholesale).
+    let mut merged = file.clone();
+    for (k, v) in &cli.values {
+        merged.values.insert(k, v.clone());
+    }
+    let m = &merged;
+    let env_flag = |name: &str| matches!(env.get(name), Some("1") | Some("true"));
+    let env_nonempty = |name: &str| env.get(name).filter(|v| !v.is_empty());
+    let mut env_changes = EnvChanges::default();
+
+    // Passwords: the environment wins over the config file; a hash wins over a plain password.
+    let mut password = m.str("password").map(Secret::new);
+    let mut hashed = m.str("hashed-password").map(Secret::new);
+    let mut password_from_env = false;
+    let mut hashed_from_env = false;
+    if let Some(p) = env.get("PASSWORD") {
+        password = Some(Secret::new(p));
+        password_from_env = true;
+    }
+    if let Some(h) = env.get("HASHED_PASSWORD") {
+        hashed = Some(Secret::new(h));
+        hashed_from_env = true;
+    }
+    let github_auth = env.get("GITHUB_TOKEN").map(Secret::new).or_else(|| m.str("github-auth").map(Secret::new));
+    for var in ["PASSWORD", "HASHED_PASSWORD", "GITHUB_TOKEN"] {
+        if env.get(var).is_some() {
+            env_changes.remove.push(var);
+        }
+    }
+
+    let auth = match m.str("auth") {
+        Some("none") => AuthMode::None,
+        _ => AuthMode::Password,
+    };
+    let password = match (&hashed, &password) {
+        (Some(_), _) => Some(PasswordConfig {
+            password: None,
+            hashed_password: hashed.clone(),
+            source: if hashed_from_env {
+                PasswordSource::EnvHashedPassword
+            } else {
+                PasswordSource::ConfigHashedPassword
+            },
+        }),
+        (None, Some(_)) => Some(PasswordConfig {
+            password: password.clone(),
+            hashed_password: None,
+            source: if password_from_env { PasswordSource::EnvPassword } else { PasswordSource::ConfigPassword },
+        }),
+        (None, None) => None,
+    };
+    if auth == AuthMode::Password && password.is_none() {
+        return Err(CliError::new(
+            "Please pass in a password via the config file or environment variable ($PASSWORD or $HASHED_PASSWORD)",
+        ));
+    }
+
+    let listen = resolve_listen(cli, file, env)?;
+
+    let tls = match m.get("cert") {
+        None | Some(Value::Cert(CertArg::Off)) => None,
+        Some(Value::Cert(CertArg::Generate)) => {
+            Some(Tls::SelfSigned { host: m.str("cert-host").unwrap_or("localhost").to_string() })
+        }
+        Some(Value::Cert(CertArg::Path(cert))) => match m.str("cert-key") {
+            Some(key) => Some(Tls::Files { cert: cert.clone(), key: PathBuf::from(key) }),
+            None => return Err(CliError::new("--cert-key is missing")),
+        },
+        Some(_) => unreachable!("cert is always parsed as a CertArg"),
+    };
+
+    let user_data_dir = m.str("user-data-dir").map(PathBuf::from).unwrap_or_else(|| paths.data.clone());
+    let extensions_dir = m.str("extensions-dir").map(PathBuf::from).unwrap_or_else(|| user_data_dir.join("extensions"));
+
+    // --verbose beats --log, which beats $LOG_LEVEL (ignored when it is not a level).
+    let log_level = if m.flag("verbose") {
+        LogLevel::Trace
+    } else if let Some(l) = m.str("log") {
+        LogLevel::parse(l).expect("validated by the parser")
+    } else {
+        env.get("LOG_LEVEL").and_then(LogLevel::parse).unwrap_or(LogLevel::Info)
+    };
+    env_changes.set.push(("LOG_LEVEL", log_level.as_str().to_string()));
+
+    let app_name =
+        m.str("app-name").or_else(|| env_nonempty("CODE_SERVER_APP_NAME")).unwrap_or("code-server").to_string();
+
+    let cookie_suffix = env_nonempty("CODE_SERVER_COOKIE_SUFFIX")
+        .or_else(|| m.str("cookie-suffix"))
+        .filter(|s| !s.is_empty())
+        .map(|s| s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }).collect());
+
+    // Unlike code-server, the limit applies to both `--idle-timeout-seconds=30` and
+    // `--idle-timeout-seconds 30`, and a malformed environment value is an error.
+    let idle_seconds = match env_nonempty("CODE_SERVER_IDLE_TIMEOUT_SECONDS") {
+        Some(v) => Some(
+            v.trim().parse::<u64>().map_err(|_| CliError::new("CODE_SERVER_IDLE_TIMEOUT_SECONDS must be a number"))?,
+        ),
+        None => m.num("idle-timeout-seconds"),
+    };
+    if let Some(s) = idle_seconds
+        && s <= 60
+    {
+        return Err(CliError::new("--idle-timeout-seconds must be greater than 60 seconds."));
+    }
+
+    let session_timeout = match m.str("session-timeout") {
+        Some(s) => parse_duration(s).ok_or_else(|| {
+            CliError::new(format!("--session-timeout must be a duration such as 30d, 12h, 90m or 3600, got {s:?}"))
+        })?,
+        None => Duration::from_secs(30 * 24 * 3600),
+    };
+
+    let trusted_proxies = m
+        .list("trusted-proxies")
+        .iter()
+        .map(|p| {
+            p.trim()
+                .parse::<IpAddr>()
+                .map_err(|_| CliError::new(format!("--trusted-proxies: {p:?} is not an IP address")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let proxy_domains = normalize_proxy_domains(m.list("proxy-domain"));
+    if let Some(first) = proxy_domains.first()
+        && env.get("VSCODE_PROXY_URI").is_none_or(str::is_empty)
+    {
+        env_changes.set.push(("VSCODE_PROXY_URI", format!("//{first}")));
+    }
+
+    let mut vscode_options = m.list("vscode-option").to_vec();
+    if let Some(extra) = env.get("VSCODE_OPTIONS") {
+        vscode_options.extend(extra.split_whitespace().map(str::to_string));
+    }
+
+    let vscode_dir = m
+        .str("vscode-dir")
+        .map(PathBuf::from)
+        .or_else(|| env_nonempty("CODE_SERVER_VSCODE_DIR").map(|p| parse::absolute(cwd, Path::new(p))));
+
+    let extensions = ExtensionCommands {
+        list: m.flag("list-extensions"),
+        install: m.list("install-extension").to_vec(),
+        uninstall: m.list("uninstall-extension").to_vec(),
+        locate: m.list("locate-extension").to_vec(),
+        force: m.flag("force"),
+        show_versions: m.flag("show-versions"),
+        category: m.str("category").map(str::to_string),
+    };
+
+    let paths_to_open = cli.positionals.iter().map(|p| parse::absolute(cwd, Path::new(p))).collect();
+
+    Ok(Config {
+        config_file,
+        auth,
+        password,
+        listen,
+        tls,
+        user_data_dir,
+        extensions_dir,
+        builtin_extensions_dir: m.str("builtin-extensions-dir").map(PathBuf::from),
+        log_level,
+        app_name,
+        welcome_text: m.str("welcome-text").map(str::to_string),
+        locale: m.str("locale").map(str::to_string),
+        i18n: m.str("i18n").map(PathBuf::from),
+        cookie_suffix,
+        session_timeout,
+        trusted_proxies,
+        trusted_origins: m.list("trusted-origins").to_vec(),
+        proxy_domains,
+        disable_proxy: m.flag("disable-proxy") || env_flag("CS_DISABLE_PROXY"),
+        skip_auth_preflight: m.flag("skip-auth-preflight"),
+        abs_proxy_base_path: m.str("abs-proxy-base-path").map(str::to_string),
+        idle_timeout: idle_seconds.map(Duration::from_secs),
+        disable_telemetry: m.flag("disable-telemetry"),
+        disable_update_check: m.flag("disable-update-check"),
+        disable_file_downloads: m.flag("disable-file-downloads") || env_flag("CS_DISABLE_FILE_DOWNLOADS"),
+        disable_file_uploads: m.flag("disable-file-uploads"),
+        disable_workspace_trust: m.flag("disable-workspace-trust"),
+        disable_getting_started_override: m.flag("disable-getting-started-override")
+            || env_flag("CS_DISABLE_GETTING_STARTED_OVERRIDE"),
+        open: m.flag("open"),
+        ignore_last_opened: m.flag("ignore-last-opened"),
+        new_window: m.flag("new-window"),
+        reuse_window: m.flag("reuse-window"),
+        github_auth,
+        reconnection_grace_time: env_nonempty("CODE_SERVER_RECONNECTION_GRACE_TIME")
+            .or_else(|| m.str("reconnection-grace-time"))
+            .map(str::to_string),
+        link_protection_trusted_domains: m.list("link-protection-trusted-domains").to_vec(),
+        enable_proposed_api: m.list("enable-proposed-api").to_vec(),
+        enable: m.list("enable").to_vec(),
+        vscode_options,
+        vscode_dir,
+        session_socket: m.str("session-socket").map(|p| parse::absolute(cwd, Path::new(p))),
+        extensions,
+        paths_to_open,
+        cli_option_names: cli.values.keys().copied().collect(),
+        env_changes,
+        paths,
+    })
+}
+
+/// Where to listen: `--socket-fd` > `--socket` > TCP from `bindAddrFromAllSources` (spec §2.5).
+fn resolve_listen(cli: &Parsed, file: &Parsed, env: &Environment) -> Result<Listen, CliError> {
+    let pick = |name: &str| cli.get(name).or_else(|| file.get(name));
+    if let Some(Value::Num(fd)) = pick("socket-fd") {
+        let fd = i32::try_from(*fd).map_err(|_| CliError::new("--socket-fd is out of range"))?;
+        return Ok(Listen::Fd(fd));
+    }
+    if let Some(Value::Str(path)) = pick("socket") {
+        let mode = match pick("socket-mode") {
+            Some(Value::Str(m)) => {
+                Some(u32::from_str_radix(m.trim(), 8).ok().filter(|m| *m <= 0o7777).ok_or_else(|| {
+                    CliError::new(format!("--socket-mode must be an octal file mode such as 600, got {m:?}"))
+                })?)
+            }
+            _ => None,
+        };
+        return Ok(Listen::Socket { path: PathBuf::from(path), mode });
+    }
+
+    let env_port = match env.get("PORT").filter(|p| !p.is_empty()) {
+        Some(p) => Some(parse_port(p).ok_or_else(|| CliError::new(format!("$PORT must be a port number, got {p:?}")))?),
+        None => None,
+    };
+    let mut host = "localhost".to_string();
+    let mut port = 8080u16;
+    // Two passes, config file then command line, each: bind-addr, $CODE_SERVER_HOST, --host,
+    // $PORT, --port. So $PORT beats a port from the config file but not --port.
+    for source in [file, cli] {
+        if let Some(addr) = source.str("bind-addr") {
+            (host, port) = parse_bind_addr(addr)?;
+        }
+        if let Some(h) = env.get("CODE_SERVER_HOST").filter(|h| !h.is_empty()) {
+            host = strip_brackets(h).to_string();
+        }
+        if let Some(h) = source.str("host") {
+            host = strip_brackets(h).to_string();
+        }
+        if let Some(p) = env_port {
+            port = p;
+        }
+        if let Some(p) = source.num("port") {
+            port =
+                u16::try_from(p).map_err(|_| CliError::new(format!("--port must be between 0 and 65535, got {p}")))?;
+        }
+    }
+    Ok(Listen::Tcp { host, port })
+}
+
+fn strip_brackets(h: &str) -> &str {
+    h.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(h)
+}
+
+fn parse_port(s: &str) -> Option<u16> {
+    s.trim().parse::<u16>().ok()
+}
+
+/// `host:port`, `[v6]:port`, or a bare host. A bare host keeps port 8080 (code-server would
+/// listen on 80, which a normal user cannot bind anyway).
+pub fn parse_bind_addr(addr: &str) -> Result<(String, u16), CliError> {
+    let bad = |why: &str| CliError::new(format!("--bind-addr {addr:?} is not a valid address: {why}"));
+    let (host, port) = if let Some(rest) = addr.strip_prefix('[') {
+        let (host, after) = rest.split_once(']').ok_or_else(|| bad("missing ']'"))?;
+        if host.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(bad("not an IPv6 address inside the brackets"));
+        }
+        match after {
+            "" => (host, None),
+            _ => match after.strip_prefix(':') {
+                Some(p) => (host, Some(p)),
+                None => return Err(bad("expected ':<port>' after ']'")),
+            },
+        }
+    } else {
+        match addr.rsplit_once(':') {
+            Some((h, _)) if h.contains(':') => {
+                return Err(bad("put IPv6 addresses in brackets, e.g. [::1]:8080"));
+            }
+            Some((h, p)) => (h, Some(p)),
+            None => (addr, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(bad("the host is missing"));
+    }
+    if host.contains(['/', ' ', '@', '?', '#']) {
+        return Err(bad("the host contains characters a host name cannot have"));
+    }
+    let port = match port {
+        None => 8080,
+        Some(p) => parse_port(p).ok_or_else(|| bad("the port must be a number from 0 to 65535"))?,
+    };
+    Ok((host.to_string(), port))
+}
+
+/// `30d`, `12h`, `90m`, `45s` or plain seconds; zero is not a duration.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = digits.parse().ok()?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3600)?,
+        "d" => n.checked_mul(86_400)?,
+        _ => return None,
+    };
+    (secs > 0).then(|| Duration::from_secs(secs))
+}
+
+/// Spec §2.8: drop a leading `*.`, add `{{port}}.` where no `{{port}}` is given, dedupe.
+pub fn normalize_proxy_domains(domains: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for d in domains {
+        let d = d.trim().to_ascii_lowercase();
+        let d = d.strip_prefix("*.").unwrap_or(&d);
+        if d.is_empty() {
+            continue;
+        }
+        let d = if d.contains("{{port}}") { d.to_string() } else { format!("{{{{port}}}}.{d}") };
+        if !out.contains(&d) {
+            out.push(d);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bind_addr_forms() {
+        assert_eq!(parse_bind_addr("0.0.0.0:80").unwrap(), ("0.0.0.0".into(), 80));
+        assert_eq!(parse_bind_addr("[::1]:8081").unwrap(), ("::1".into(), 8081));
+        assert_eq!(parse_bind_addr("[::]").unwrap(), ("::".into(), 8080));
+        assert_eq!(parse_bind_addr("localhost").unwrap(), ("localhost".into(), 8080));
+        for bad in ["::1:80", "host:port", ":8080", "host:70000", "[::1", "[nope]:1", "a/b:1"] {
+            assert!(parse_bind_addr(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30d"), Some(Duration::from_secs(30 * 86_400)));
+        assert_eq!(parse_duration("90m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("3600"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("0"), None);
+        assert_eq!(parse_duration("1w"), None);
+        assert_eq!(parse_duration("d"), None);
+    }
+
+    #[test]
+    fn proxy_domains_are_normalised() {
+        let d = |v: &[&str]| normalize_proxy_domains(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            d(&["*.coder.com", "coder.com", "Coder.org", "code-{{port}}.x.tld"]),
+            vec!["{{port}}.coder.com", "{{port}}.coder.org", "code-{{port}}.x.tld"]
+        );
+    }
+}

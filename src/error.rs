@@ -1,0 +1,94 @@
+//! HTTP errors in code-server's shapes (spec §3.13): JSON `{"error": "<message>"}`, or the HTML
+//! error page when the client accepts HTML. Handlers return [`AppError`]; its response carries
+//! the error as an extension, and [`render_errors`] (which sees the request) swaps in the page.
+//! 5xx bodies never carry internal details: those go to the log.
+
+use axum::Json;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{Html, IntoResponse, Response};
+
+use crate::app::AppState;
+use crate::relative::Query;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl AppError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> AppError {
+        AppError { status, message: message.into() }
+    }
+
+    pub fn unauthorized() -> AppError {
+        AppError::new(StatusCode::UNAUTHORIZED, "Unauthorized")
+    }
+
+    pub fn forbidden() -> AppError {
+        AppError::new(StatusCode::FORBIDDEN, "Forbidden")
+    }
+
+    pub fn not_found() -> AppError {
+        AppError::new(StatusCode::NOT_FOUND, "Not Found")
+    }
+
+    /// A 500 whose cause is logged, not sent.
+    pub fn internal(cause: impl std::fmt::Display) -> AppError {
+        tracing::error!("{cause}");
+        AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
+    }
+}
+
+impl std::fmt::Display for AppError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.status.as_u16(), self.message)
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let mut res = (self.status, Json(serde_json::json!({ "error": self.message }))).into_response();
+        res.extensions_mut().insert(self);
+        res
+    }
+}
+
+impl From<crate::auth::session::StoreError> for AppError {
+    fn from(e: crate::auth::session::StoreError) -> AppError {
+        AppError::internal(e)
+    }
+}
+
+/// Does the client want HTML? (code-server: `Accept` contains `text/html`.)
+pub fn accepts_html(headers: &HeaderMap) -> bool {
+    headers.get_all(header::ACCEPT).iter().any(|v| v.to_str().is_ok_and(|s| s.contains("text/html")))
+}
+
+/// Middleware: turns [`AppError`] responses into the HTML error page for HTML clients.
+pub async fn render_errors(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let html = accepts_html(req.headers());
+    let path = req.uri().path().to_string();
+    let to = Query::parse(req.uri().query()).get("to").map(str::to_string);
+    let res = next.run(req).await;
+    if !html {
+        return res;
+    }
+    let Some(err) = res.extensions().get::<AppError>().cloned() else {
+        return res;
+    };
+    let page = state.pages.error(err.status, &err.message, &path, to.as_deref());
+    let (mut parts, _body) = res.into_parts();
+    let mut out = (err.status, Html(page)).into_response();
+    // Keep headers a handler added on purpose (Allow, Set-Cookie), replace the body's own.
+    for name in [header::CONTENT_TYPE, header::CONTENT_LENGTH] {
+        parts.headers.remove(&name);
+    }
+    for (name, value) in parts.headers.iter() {
+        out.headers_mut().append(name.clone(), value.clone());
+    }
+    out.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    out
+}

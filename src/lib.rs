@@ -1,0 +1,17 @@
+//! code-server in Rust: one binary that fronts VS Code's own server with code-server's flags,
+//! config file, routes, cookies and pages. See DESIGN.md in the shared folder for the map.
+
+pub mod app;
+pub mod assets;
+pub mod auth;
+pub mod cli;
+pub mod error;
+pub mod heart;
+pub mod i18n;
+pub mod logging;
+pub mod pages;
+pub mod paths;
+pub mod relative;
+pub mod server;
+pub mod util;
+pub mod vscode;

@@ -1,0 +1,176 @@
+//! The `code-server` binary: reads the configuration, then wires the pieces together.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use code_server::app::{AppState, router};
+use code_server::cli::{self, AuthMode, Command, Config, Environment, PasswordSource, Tls};
+use code_server::server::{self, Listener};
+use code_server::{logging, util};
+
+fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args_os().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
+    let env = Environment::capture();
+    let cwd = match std::env::current_dir() {
+        Ok(d) => d,
+        Err(e) => return fail(&format!("cannot read the working directory: {e}")),
+    };
+    let loaded = match cli::load(&argv, &env, &cwd) {
+        Ok(l) => l,
+        Err(e) => return fail(&e.to_string()),
+    };
+    let config = match loaded.command {
+        Command::Help => {
+            print!("{}", cli::help::help_text());
+            return ExitCode::SUCCESS;
+        }
+        Command::Version { json } => {
+            println!("{}", cli::help::version_text(json, None));
+            return ExitCode::SUCCESS;
+        }
+        Command::Extensions(_) => {
+            return fail("Extension commands need a VS Code server build, which this build does not provision yet");
+        }
+        Command::Serve(config) => config,
+    };
+
+    // SAFETY: no other thread exists yet (the runtime is built below), so editing the
+    // environment cannot race a reader. Secrets leave it so no child process inherits them.
+    unsafe {
+        for var in &config.env_changes.remove {
+            std::env::remove_var(var);
+        }
+        for (var, value) in &config.env_changes.set {
+            std::env::set_var(var, value);
+        }
+    }
+    logging::init(config.log_level);
+    for note in &loaded.notes {
+        tracing::info!("{note}");
+    }
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
+    };
+    match runtime.block_on(serve(*config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            tracing::error!("{msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn fail(msg: &str) -> ExitCode {
+    eprintln!("{}", logging::line("error", msg));
+    ExitCode::from(1)
+}
+
+async fn serve(config: Config) -> Result<(), String> {
+    tracing::info!("code-server {} {}", cli::help::VERSION, cli::help::commit());
+    create_private_dir(&config.user_data_dir)?;
+    tracing::info!("Using user-data-dir {}", config.user_data_dir.display());
+    tracing::debug!("Using extensions-dir {}", config.extensions_dir.display());
+    tracing::info!("Using config file {}", config.config_file.display());
+
+    let tls = match &config.tls {
+        Some(t) => Some(server::tls::load(t, &config.paths.data).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let state = AppState::with_file_store(config.clone()).map_err(|e| e.to_string())?;
+    match state.auth.sessions.prune().await {
+        Ok(0) => {}
+        Ok(n) => tracing::debug!("Dropped {n} expired or outdated sessions"),
+        Err(e) => tracing::warn!("{e}"),
+    }
+    let listener = Listener::bind(&config.listen).await.map_err(|e| e.to_string())?;
+    log_startup(&config, &listener, tls.as_ref().map(|t| t.cert_path.as_path()));
+
+    // Sessions record use lazily; write it out now and then, and at shutdown.
+    let sessions = state.auth.sessions.clone();
+    let flusher = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            if let Err(e) = sessions.flush().await {
+                tracing::warn!("{e}");
+            }
+        }
+    });
+
+    let shutdown = async {
+        server::shutdown_signal().await;
+        tracing::info!("Shutting down");
+        // A second signal means "now".
+        tokio::spawn(async {
+            server::shutdown_signal().await;
+            tracing::warn!("Second signal: exiting immediately");
+            std::process::exit(0);
+        });
+    };
+    server::serve(listener, router(state.clone()), tls.map(|t| t.config), shutdown).await;
+    flusher.abort();
+    if let Err(e) = state.auth.sessions.flush().await {
+        tracing::warn!("{e}");
+    }
+    Ok(())
+}
+
+fn create_private_dir(dir: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))
+}
+
+/// The start-up lines of spec §1.2, which test harnesses wait for.
+fn log_startup(config: &Config, listener: &Listener, cert: Option<&std::path::Path>) {
+    let scheme = if cert.is_some() { "HTTPS" } else { "HTTP" };
+    tracing::info!("{scheme} server listening on {}", listener.describe(cert.is_some()));
+    match (&config.auth, &config.password) {
+        (AuthMode::Password, Some(p)) => {
+            tracing::info!("  - Authentication is enabled");
+            let file = config.config_file.display();
+            match p.source {
+                PasswordSource::EnvPassword => tracing::info!("    - Using password from $PASSWORD"),
+                PasswordSource::EnvHashedPassword => tracing::info!("    - Using password from $HASHED_PASSWORD"),
+                PasswordSource::ConfigHashedPassword => tracing::info!("    - Using hashed-password from {file}"),
+                PasswordSource::ConfigPassword => tracing::info!("    - Using password from {file}"),
+            }
+        }
+        _ => tracing::info!("  - Authentication is disabled"),
+    }
+    match cert {
+        Some(path) => {
+            tracing::info!("  - Using certificate for HTTPS: {}", path.display());
+            if let Some(Tls::SelfSigned { host }) = &config.tls {
+                tracing::debug!("    - Self-signed for {host}");
+            }
+        }
+        None => tracing::info!("  - Not serving HTTPS"),
+    }
+    if let Some(t) = config.idle_timeout {
+        tracing::info!("  - Idle timeout set to {} seconds", t.as_secs());
+    }
+    if config.disable_proxy {
+        tracing::info!("  - Proxy disabled");
+    } else if !config.proxy_domains.is_empty() {
+        let plural = if config.proxy_domains.len() > 1 { "domains" } else { "domain" };
+        tracing::info!("  - Proxying the following {plural}:");
+        for d in &config.proxy_domains {
+            tracing::info!("    - {d}");
+        }
+    }
+    if config.skip_auth_preflight {
+        tracing::info!("  - Skipping authentication for preflight requests");
+    }
+    if let Ok(uri) = std::env::var("VSCODE_PROXY_URI")
+        && !uri.is_empty()
+    {
+        tracing::info!("Using proxy URI in PORTS tab: {uri}");
+    }
+    let _ = util::now_ms;
+}

@@ -1,0 +1,118 @@
+//! The HTML pages we render: the login page and the error page (spec §3.4, §3.13). Templates
+//! live in `templates/`; askama checks them at compile time and escapes every value.
+
+use askama::Template;
+use axum::http::StatusCode;
+
+use crate::cli::{Config, PasswordSource};
+use crate::i18n::Strings;
+use crate::relative::{normalize, relative_root};
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginTemplate<'a> {
+    lang: &'a str,
+    title: String,
+    root: &'a str,
+    options_json: String,
+    welcome: String,
+    login_below: String,
+    password_hint: String,
+    placeholder: String,
+    submit: String,
+    error: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorTemplate<'a> {
+    lang: &'a str,
+    app_name: &'a str,
+    root: &'a str,
+    status: u16,
+    message: &'a str,
+    home: String,
+}
+
+/// Everything the pages need from the configuration, computed once.
+#[derive(Debug, Clone)]
+pub struct Pages {
+    strings: Strings,
+    welcome_text: Option<String>,
+    password_hint_key: &'static str,
+}
+
+/// A login-page error, by i18n key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginError {
+    RateLimited,
+    MissingPassword,
+    IncorrectPassword,
+}
+
+impl LoginError {
+    fn key(self) -> &'static str {
+        match self {
+            LoginError::RateLimited => "LOGIN_RATE_LIMIT",
+            LoginError::MissingPassword => "MISS_PASSWORD",
+            LoginError::IncorrectPassword => "INCORRECT_PASSWORD",
+        }
+    }
+}
+
+impl Pages {
+    pub fn new(config: &Config, strings: Strings) -> Pages {
+        let password_hint_key = match config.password.as_ref().map(|p| p.source) {
+            Some(PasswordSource::EnvPassword) => "LOGIN_USING_ENV_PASSWORD",
+            Some(PasswordSource::EnvHashedPassword) => "LOGIN_USING_HASHED_PASSWORD",
+            _ => "LOGIN_PASSWORD",
+        };
+        Pages { strings, welcome_text: config.welcome_text.clone(), password_hint_key }
+    }
+
+    pub fn app_name(&self) -> &str {
+        self.strings.app_name()
+    }
+
+    /// The login page for a request at `path`, with an optional error inside the form.
+    pub fn login(&self, path: &str, error: Option<LoginError>) -> String {
+        let root = relative_root(path);
+        let s = &self.strings;
+        let options = serde_json::json!({
+            "base": root,
+            "csStaticBase": format!("{root}/_static"),
+            "codeServerVersion": crate::cli::help::VERSION,
+        });
+        LoginTemplate {
+            lang: &s.lang,
+            title: s.get("LOGIN_TITLE"),
+            root: &root,
+            options_json: options.to_string(),
+            welcome: self.welcome_text.clone().unwrap_or_else(|| s.get("WELCOME")),
+            login_below: s.get("LOGIN_BELOW"),
+            password_hint: s.get(self.password_hint_key),
+            placeholder: s.get("PASSWORD_PLACEHOLDER"),
+            submit: s.get("SUBMIT"),
+            error: error.map(|e| s.get(e.key())),
+        }
+        .render()
+        .expect("the login template renders")
+    }
+
+    /// The error page. "go home" leads to the relative root plus the request's `to` (if any);
+    /// being relative, it cannot lead off-site.
+    pub fn error(&self, status: StatusCode, message: &str, path: &str, to: Option<&str>) -> String {
+        let root = relative_root(path);
+        let home = normalize(&format!("{root}/{}", to.unwrap_or("/")), true);
+        ErrorTemplate {
+            lang: &self.strings.lang,
+            app_name: self.strings.app_name(),
+            root: &root,
+            status: status.as_u16(),
+            message,
+            home,
+        }
+        .render()
+        .expect("the error template renders")
+    }
+}

@@ -1,0 +1,174 @@
+//! Serving the Router: our own accept loop over TCP or Unix listeners, optional TLS sniffed on
+//! the same port (a plain-HTTP request to a TLS port gets code-server's redirect), HTTP/1.1 and
+//! HTTP/2 (ALPN under TLS, prior knowledge without), WebSocket upgrades, graceful shutdown.
+
+pub mod listen;
+pub mod rewind;
+pub mod tls;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderValue, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::ServerConfig;
+use tower::ServiceExt;
+
+pub use listen::{Accepted, BindError, Listener};
+use rewind::Rewind;
+
+/// Facts about the connection a request came in on, available to handlers as an extension.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    /// The TCP peer; `None` on a Unix socket.
+    pub peer: Option<SocketAddr>,
+    pub tls: bool,
+}
+
+/// How long in-flight requests get to finish after shutdown starts.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// A client must send its first byte and finish the TLS handshake within this.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves `app` on `listener` until `shutdown` resolves, then stops accepting, gives in-flight
+/// requests [`SHUTDOWN_GRACE`] to finish, and removes our socket file.
+pub async fn serve(
+    listener: Listener,
+    app: Router,
+    tls: Option<Arc<ServerConfig>>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let graceful = GracefulShutdown::new();
+    let acceptor = tls.map(TlsAcceptor::from);
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut shutdown => break,
+            a = listener.accept() => a,
+        };
+        let accepted = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of descriptors and the like: back off instead of spinning.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let (app, acceptor, watcher) = (app.clone(), acceptor.clone(), graceful.watcher());
+        match accepted {
+            Accepted::Tcp(s, peer) => {
+                tokio::spawn(handle(s, Some(peer), app, acceptor, watcher));
+            }
+            Accepted::Unix(s) => {
+                tokio::spawn(handle(s, None, app, acceptor, watcher));
+            }
+        }
+    }
+    listener.remove_socket_file();
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+        tracing::warn!("Some connections did not finish within {}s; closing them", SHUTDOWN_GRACE.as_secs());
+    }
+}
+
+async fn handle<S>(
+    mut stream: S,
+    peer: Option<SocketAddr>,
+    app: Router,
+    acceptor: Option<TlsAcceptor>,
+    watcher: Watcher,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Some(acceptor) = acceptor else {
+        serve_app(stream, ConnInfo { peer, tls: false }, app, watcher).await;
+        return;
+    };
+    // TLS and plain HTTP share the port: a TLS ClientHello starts with 0x16.
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read(&mut first)).await {
+        Ok(Ok(1)) => {}
+        _ => return,
+    }
+    let stream = Rewind::new(first.to_vec(), stream);
+    if first[0] != 0x16 {
+        serve_redirect(stream, watcher).await;
+        return;
+    }
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => serve_app(tls, ConnInfo { peer, tls: true }, app, watcher).await,
+        Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
+        Err(_) => tracing::debug!("TLS handshake timed out"),
+    }
+}
+
+fn builder() -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    b.http2().timer(TokioTimer::new());
+    b
+}
+
+async fn serve_app<S>(stream: S, info: ConnInfo, app: Router, watcher: Watcher)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = app.map_request(move |mut req: Request<Incoming>| {
+        req.extensions_mut().insert(info);
+        req
+    });
+    let builder = builder();
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(svc));
+    if let Err(e) = watcher.watch(conn.into_owned()).await {
+        tracing::trace!("connection ended with an error: {e}");
+    }
+}
+
+/// A plain-HTTP request on a TLS port: `302 https://<Host><url>`, as code-server answers.
+async fn serve_redirect<S>(stream: S, watcher: Watcher)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
+        let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).filter(|h| !h.is_empty());
+        let path = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let res = match host.and_then(|h| HeaderValue::from_str(&format!("https://{h}{path}")).ok()) {
+            Some(location) => Response::builder()
+                .status(StatusCode::FOUND)
+                .header(header::LOCATION, location)
+                .body(Body::from("Redirecting to HTTPS"))
+                .expect("valid response"),
+            None => Response::builder()
+                .status(StatusCode::BAD_REQUEST)
+                .body(Body::from("This server only speaks HTTPS"))
+                .expect("valid response"),
+        };
+        Ok::<_, std::convert::Infallible>(res)
+    });
+    let builder = builder();
+    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+    let _ = watcher.watch(conn.into_owned()).await;
+}
+
+/// Resolves on the first SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
