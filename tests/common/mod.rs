@@ -1,0 +1,297 @@
+//! Test harness: runs the real `code-server` binary in its own temporary HOME/XDG directories,
+//! on 127.0.0.1:0 (or a Unix socket), and talks to it with a small hyper client over TCP, Unix
+//! sockets or TLS.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use hyper::Request;
+use hyper::http::{HeaderMap, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_code-server");
+
+/// A private HOME with XDG config and data dirs, removed at drop.
+pub struct Home {
+    pub dir: tempfile::TempDir,
+}
+
+impl Home {
+    pub fn new() -> Home {
+        Home { dir: tempfile::tempdir().expect("temp dir") }
+    }
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    pub fn config_dir(&self) -> PathBuf {
+        self.path().join("config/code-server")
+    }
+    pub fn config_file(&self) -> PathBuf {
+        self.config_dir().join("config.yaml")
+    }
+    pub fn data_dir(&self) -> PathBuf {
+        self.path().join("data/code-server")
+    }
+    /// Writes config.yaml before the first start.
+    pub fn write_config(&self, text: &str) {
+        std::fs::create_dir_all(self.config_dir()).unwrap();
+        std::fs::write(self.config_file(), text).unwrap();
+    }
+    /// A command for the binary with only this home's environment.
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(BIN);
+        c.env_clear()
+            .env("HOME", self.path())
+            .env("XDG_CONFIG_HOME", self.path().join("config"))
+            .env("XDG_DATA_HOME", self.path().join("data"))
+            .env("XDG_RUNTIME_DIR", self.path().join("run"))
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .current_dir(self.path());
+        c
+    }
+}
+
+/// The output of a run that ended.
+pub struct Output {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs the binary to completion (for --help, --version, errors).
+pub fn run(home: &Home, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let out = home.command().args(args).envs(env.iter().copied()).output().expect("run binary");
+    Output {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A running server. SIGTERM at drop.
+pub struct Server {
+    pub child: Child,
+    /// `http://127.0.0.1:<port>/`, `https://...`, or the socket path, from the start-up line.
+    pub address: String,
+    pub stdout: Arc<Mutex<Vec<String>>>,
+    pub stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    /// Starts with `args` (add `--bind-addr 127.0.0.1:0` yourself unless using a socket).
+    pub fn start(home: &Home, args: &[&str], env: &[(&str, &str)]) -> Server {
+        Self::start_command(home.command().args(args).envs(env.iter().copied()))
+    }
+
+    pub fn start_command(cmd: &mut Command) -> Server {
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn code-server");
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        for (pipe, sink) in [
+            (Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>, stdout.clone()),
+            (Box::new(child.stderr.take().unwrap()), stderr.clone()),
+        ] {
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    sink.lock().unwrap().push(line);
+                }
+            });
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let found = stdout.lock().unwrap().iter().find_map(|l| listening_address(l));
+            if let Some(address) = found {
+                return Server { child, address, stdout, stderr };
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                std::thread::sleep(Duration::from_millis(50));
+                panic!(
+                    "code-server exited ({status}) before listening.\nstdout:\n{}\nstderr:\n{}",
+                    stdout.lock().unwrap().join("\n"),
+                    stderr.lock().unwrap().join("\n")
+                );
+            }
+            assert!(Instant::now() < deadline, "code-server did not start listening in time");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `127.0.0.1:<port>` for TCP servers.
+    pub fn authority(&self) -> String {
+        let rest = self.address.split("://").nth(1).expect("a TCP server");
+        rest.trim_end_matches('/').to_string()
+    }
+
+    pub fn stdout_text(&self) -> String {
+        self.stdout.lock().unwrap().join("\n")
+    }
+
+    pub fn stderr_text(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+    }
+
+    /// SIGTERM and wait; returns the exit code.
+    pub fn stop(mut self) -> Option<i32> {
+        self.signal("TERM");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "code-server did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A client for this server (TCP).
+    pub fn client(&self) -> Client {
+        Client::tcp(&self.authority())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn listening_address(line: &str) -> Option<String> {
+    let (_, rest) = line.split_once(" server listening on ")?;
+    Some(rest.trim().to_string())
+}
+
+/// A response, fully read.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+    /// The `name=value` of our session cookie from Set-Cookie, if any.
+    pub fn set_cookies(&self) -> Vec<String> {
+        self.headers.get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_string()).collect()
+    }
+    pub fn session_cookie(&self) -> Option<String> {
+        self.set_cookies().into_iter().find_map(|c| {
+            let first = c.split(';').next()?.to_string();
+            (first.starts_with("code-server-session") && !first.ends_with('=')).then_some(first)
+        })
+    }
+}
+
+/// Where requests go.
+#[derive(Clone)]
+pub enum Target {
+    Tcp(String),
+    Unix(PathBuf),
+}
+
+#[derive(Clone)]
+pub struct Client {
+    pub target: Target,
+    /// Host header to send (defaults to the TCP authority, or `localhost`).
+    pub host: String,
+}
+
+impl Client {
+    pub fn tcp(authority: &str) -> Client {
+        Client { target: Target::Tcp(authority.to_string()), host: authority.to_string() }
+    }
+    pub fn unix(path: &Path) -> Client {
+        Client { target: Target::Unix(path.to_path_buf()), host: "localhost".into() }
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        self.send("GET", path, &[], Body::empty()).await
+    }
+
+    pub async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Resp {
+        self.send("GET", path, headers, Body::empty()).await
+    }
+
+    /// POSTs a urlencoded form.
+    pub async fn post_form(&self, path: &str, form: &str, headers: &[(&str, &str)]) -> Resp {
+        let mut h = vec![("content-type", "application/x-www-form-urlencoded")];
+        h.extend_from_slice(headers);
+        self.send("POST", path, &h, Body::from(form.to_string())).await
+    }
+
+    pub async fn send(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Body) -> Resp {
+        let mut req = Request::builder().method(method).uri(path);
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+            req = req.header("host", &self.host);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(body).unwrap();
+        match &self.target {
+            Target::Tcp(a) => send_on(tokio::net::TcpStream::connect(a).await.expect("connect"), req).await,
+            Target::Unix(p) => send_on(tokio::net::UnixStream::connect(p).await.expect("connect"), req).await,
+        }
+    }
+
+    /// Logs in with `password`; returns the `name=value` cookie.
+    pub async fn login(&self, password: &str) -> String {
+        let r = self.post_form("/login", &format!("password={password}"), &[]).await;
+        assert_eq!(r.status, StatusCode::FOUND, "login failed: {}", r.text());
+        r.session_cookie().expect("a session cookie")
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection.
+pub async fn send_on<S>(stream: S, req: Request<Body>) -> Resp
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
+    tokio::spawn(conn);
+    let res = sender.send_request(req).await.expect("request");
+    collect(res).await
+}
+
+pub async fn collect(res: hyper::Response<hyper::body::Incoming>) -> Resp {
+    let (parts, body) = res.into_parts();
+    let body = axum::body::to_bytes(Body::new(body), usize::MAX).await.expect("body").to_vec();
+    Resp { status: parts.status, headers: parts.headers, body }
+}
+
+/// Parses the `password:` line of a generated config file.
+pub fn config_password(home: &Home) -> String {
+    let text = std::fs::read_to_string(home.config_file()).unwrap();
+    text.lines().find_map(|l| l.strip_prefix("password: ")).expect("a password line").to_string()
+}
+
+/// Polls `cond` until it holds (for things that happen after a signal, not for timing).
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
