@@ -78,15 +78,20 @@ impl AppState {
     }
 }
 
+/// The whole application. Our own routes get the body limit and security headers; forwarded and
+/// proxied traffic passes through untouched. Errors render as JSON or HTML everywhere, and every
+/// request but `/healthz` counts as activity.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let own = Router::new()
         .merge(crate::assets::routes())
         .merge(crate::heart::routes())
         .merge(crate::auth::routes())
+        .layer(middleware::from_fn(security_headers))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT));
+    Router::new()
+        .merge(own)
         .merge(crate::vscode::routes())
         .layer(middleware::from_fn_with_state(state.clone(), crate::error::render_errors))
-        .layer(middleware::from_fn(security_headers))
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn_with_state(state.clone(), crate::heart::record_activity))
         .with_state(state)
 }

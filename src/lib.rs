@@ -9,6 +9,7 @@ pub mod error;
 pub mod heart;
 pub mod i18n;
 pub mod logging;
+pub mod origin;
 pub mod pages;
 pub mod paths;
 pub mod relative;

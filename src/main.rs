@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use code_server::app::{AppState, router};
 use code_server::cli::{self, AuthMode, Command, Config, Environment, PasswordSource, Tls};
+use code_server::logging;
 use code_server::server::{self, Listener};
-use code_server::{logging, util};
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args_os().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
@@ -87,12 +87,17 @@ async fn serve(config: Config) -> Result<(), String> {
     let listener = Listener::bind(&config.listen).await.map_err(|e| e.to_string())?;
     log_startup(&config, &listener, tls.as_ref().map(|t| t.cert_path.as_path()));
 
-    // Sessions record use lazily; write it out now and then, and at shutdown.
+    // Sessions record use lazily and expire quietly: now and then drop the expired ones and
+    // write the rest out (and once more at shutdown).
     let sessions = state.auth.sessions.clone();
     let flusher = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
+        tick.tick().await;
         loop {
             tick.tick().await;
+            if let Err(e) = sessions.prune().await {
+                tracing::warn!("{e}");
+            }
             if let Err(e) = sessions.flush().await {
                 tracing::warn!("{e}");
             }
@@ -172,5 +177,4 @@ fn log_startup(config: &Config, listener: &Listener, cert: Option<&std::path::Pa
     {
         tracing::info!("Using proxy URI in PORTS tab: {uri}");
     }
-    let _ = util::now_ms;
 }
