@@ -76,10 +76,10 @@ fn trusted_matches(pattern: &str, authority: &str) -> bool {
 
 /// `ex.com:8080` → (`ex.com`, 8080); `[::1]:80` → (`::1`, 80); `ex.com` → (`ex.com`, None).
 pub fn split_host_port(host: &str) -> (String, Option<u16>) {
-    if let Some(rest) = host.strip_prefix('[') {
-        if let Some((h, after)) = rest.split_once(']') {
-            return (h.to_string(), after.strip_prefix(':').and_then(|p| p.parse().ok()));
-        }
+    if let Some(rest) = host.strip_prefix('[')
+        && let Some((h, after)) = rest.split_once(']')
+    {
+        return (h.to_string(), after.strip_prefix(':').and_then(|p| p.parse().ok()));
     }
     match host.rsplit_once(':') {
         Some((h, p)) if !h.contains(':') => match p.parse() {
