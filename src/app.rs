@@ -17,6 +17,8 @@ use crate::cli::{AuthMode, CliError, Config};
 use crate::heart::Heart;
 use crate::i18n::Strings;
 use crate::pages::Pages;
+use crate::vscode::VsCode;
+use crate::vscode::build::Build;
 
 /// code-server's body-parser limit for its own routes ("100kb").
 pub const BODY_LIMIT: usize = 100 * 1024;
@@ -28,12 +30,13 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     pub heart: Arc<Heart>,
     pub pages: Arc<Pages>,
+    pub vscode: Arc<VsCode>,
 }
 
 impl AppState {
     /// Builds the state with the given session store. Fails on configuration that can only be
     /// checked by loading it (custom strings, the password hash).
-    pub fn new(config: Config, store: Arc<dyn SessionStore>) -> Result<AppState, CliError> {
+    pub fn new(config: Config, store: Arc<dyn SessionStore>, build: Build) -> Result<AppState, CliError> {
         let mut strings = Strings::new(&config.app_name, config.locale.as_deref());
         if let Some(path) = &config.i18n {
             strings.load_custom(path)?;
@@ -59,6 +62,7 @@ impl AppState {
             trusted_proxies: config.trusted_proxies.clone(),
         };
         Ok(AppState {
+            vscode: Arc::new(VsCode::new(&config, build)?),
             pages: Arc::new(Pages::new(&config, strings)),
             config: Arc::new(config),
             auth: Arc::new(auth),
@@ -72,9 +76,9 @@ impl AppState {
     }
 
     /// State with the default store: sessions persisted in the user-data-dir.
-    pub fn with_file_store(config: Config) -> Result<AppState, CliError> {
+    pub fn with_file_store(config: Config, build: Build) -> Result<AppState, CliError> {
         let store = FileStore::open(&Self::session_file(&config)).map_err(|e| CliError::new(e.to_string()))?;
-        AppState::new(config, Arc::new(store))
+        AppState::new(config, Arc::new(store), build)
     }
 }
 
@@ -90,7 +94,7 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(BODY_LIMIT));
     Router::new()
         .merge(own)
-        .merge(crate::vscode::routes())
+        .merge(crate::vscode::routes(&state))
         .layer(middleware::from_fn_with_state(state.clone(), crate::error::render_errors))
         .layer(middleware::from_fn_with_state(state.clone(), crate::heart::record_activity))
         .with_state(state)

@@ -16,11 +16,18 @@ use crate::relative::Query;
 pub struct AppError {
     pub status: StatusCode,
     pub message: String,
+    /// For "try again shortly" errors: a `Retry-After`, and the HTML page reloads itself.
+    pub retry_after: Option<u32>,
 }
 
 impl AppError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> AppError {
-        AppError { status, message: message.into() }
+        AppError { status, message: message.into(), retry_after: None }
+    }
+
+    pub fn retry_after(mut self, seconds: u32) -> AppError {
+        self.retry_after = Some(seconds);
+        self
     }
 
     pub fn unauthorized() -> AppError {
@@ -51,6 +58,9 @@ impl std::fmt::Display for AppError {
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let mut res = (self.status, Json(serde_json::json!({ "error": self.message }))).into_response();
+        if let Some(s) = self.retry_after {
+            res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
         res.extensions_mut().insert(self);
         res
     }
@@ -79,7 +89,7 @@ pub async fn render_errors(State(state): State<AppState>, req: Request, next: Ne
     let Some(err) = res.extensions().get::<AppError>().cloned() else {
         return res;
     };
-    let page = state.pages.error(err.status, &err.message, &path, to.as_deref());
+    let page = state.pages.error(&err, &path, to.as_deref());
     let (mut parts, _body) = res.into_parts();
     let mut out = (err.status, Html(page)).into_response();
     // Keep headers a handler added on purpose (Allow, Set-Cookie), replace the body's own.

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use code_server::app::{AppState, router};
 use code_server::cli::{self, AuthMode, Command, Config, Environment, PasswordSource, Tls};
-use code_server::logging;
 use code_server::server::{self, Listener};
+use code_server::{logging, net, session_socket, vscode};
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args_os().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
@@ -19,19 +19,18 @@ fn main() -> ExitCode {
         Ok(l) => l,
         Err(e) => return fail(&e.to_string()),
     };
-    let config = match loaded.command {
+    let (config, mode) = match loaded.command {
         Command::Help => {
             print!("{}", cli::help::help_text());
             return ExitCode::SUCCESS;
         }
         Command::Version { json } => {
-            println!("{}", cli::help::version_text(json, None));
+            println!("{}", cli::help::version_text(json, vscode_version(&env).as_deref()));
             return ExitCode::SUCCESS;
         }
-        Command::Extensions(_) => {
-            return fail("Extension commands need a VS Code server build, which this build does not provision yet");
-        }
-        Command::Serve(config) => config,
+        Command::Extensions(config) => (config, Mode::Extensions),
+        Command::Provision(config) => (config, Mode::Provision),
+        Command::Serve(config) => (config, Mode::Serve),
     };
 
     // SAFETY: no other thread exists yet (the runtime is built below), so editing the
@@ -45,6 +44,7 @@ fn main() -> ExitCode {
         }
     }
     logging::init(config.log_level);
+    net::install_crypto_provider();
     for note in &loaded.notes {
         tracing::info!("{note}");
     }
@@ -53,8 +53,18 @@ fn main() -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
     };
-    match runtime.block_on(serve(*config)) {
-        Ok(()) => ExitCode::SUCCESS,
+    let result = runtime.block_on(async {
+        match mode {
+            Mode::Serve => serve(*config).await.map(|()| 0),
+            Mode::Provision => provision(&config).await.map(|()| 0),
+            Mode::Extensions => {
+                let build = vscode_build(&config).await?;
+                vscode::extensions::run(&config, &build).await
+            }
+        }
+    });
+    match result {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(msg) => {
             tracing::error!("{msg}");
             ExitCode::from(1)
@@ -62,12 +72,54 @@ fn main() -> ExitCode {
     }
 }
 
+/// What the process does after reading its configuration.
+enum Mode {
+    Serve,
+    Provision,
+    Extensions,
+}
+
+/// The VS Code version for `--version`, when a build is already present (never provisions).
+fn vscode_version(env: &Environment) -> Option<String> {
+    let paths = code_server::paths::Paths::from_env(env);
+    let dir = env
+        .get("CODE_SERVER_VSCODE_DIR")
+        .filter(|d| !d.is_empty())
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| vscode::build::default_dir(&paths.data));
+    vscode::build::Build::locate(&dir, None).ok().map(|b| b.version)
+}
+
 fn fail(msg: &str) -> ExitCode {
     eprintln!("{}", logging::line("error", msg));
     ExitCode::from(1)
 }
 
+/// The VS Code build to run: `--vscode-dir` as given, else ours, provisioned on first run.
+async fn vscode_build(config: &Config) -> Result<vscode::build::Build, String> {
+    match &config.vscode_dir {
+        Some(dir) => vscode::build::Build::locate(dir, None).map_err(|e| e.to_string()),
+        None => {
+            let target = vscode::build::default_dir(&config.paths.data);
+            vscode::provision::ensure(&target).await.map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// `--provision-vscode`: make sure a build is in place, print where, exit.
+async fn provision(config: &Config) -> Result<(), String> {
+    let target = config.vscode_dir.clone().unwrap_or_else(|| vscode::build::default_dir(&config.paths.data));
+    let build = vscode::provision::ensure(&target).await.map_err(|e| e.to_string())?;
+    tracing::info!("VS Code {} ({}) at {}", build.version, build.commit, build.root.display());
+    Ok(())
+}
+
 async fn serve(config: Config) -> Result<(), String> {
+    // `code-server FILE` while an instance runs (or from its terminal) opens FILE there.
+    let hook = std::env::var("VSCODE_IPC_HOOK_CLI").ok();
+    if let Some(window) = session_socket::existing_instance(&config, hook.as_deref()).await? {
+        return session_socket::open_in(&window, &config).await;
+    }
     tracing::info!("code-server {} {}", cli::help::VERSION, cli::help::commit());
     create_private_dir(&config.user_data_dir)?;
     tracing::info!("Using user-data-dir {}", config.user_data_dir.display());
@@ -78,7 +130,9 @@ async fn serve(config: Config) -> Result<(), String> {
         Some(t) => Some(server::tls::load(t, &config.paths.data).map_err(|e| e.to_string())?),
         None => None,
     };
-    let state = AppState::with_file_store(config.clone()).map_err(|e| e.to_string())?;
+    let build = vscode_build(&config).await?;
+    tracing::info!("Using VS Code {} from {}", build.version, build.root.display());
+    let state = AppState::with_file_store(config.clone(), build).map_err(|e| e.to_string())?;
     match state.auth.sessions.prune().await {
         Ok(0) => {}
         Ok(n) => tracing::debug!("Dropped {n} expired or outdated sessions"),
@@ -86,6 +140,11 @@ async fn serve(config: Config) -> Result<(), String> {
     }
     let listener = Listener::bind(&config.listen).await.map_err(|e| e.to_string())?;
     log_startup(&config, &listener, tls.as_ref().map(|t| t.cert_path.as_path()));
+    let registry_stop = tokio_util::sync::CancellationToken::new();
+    let registry = tokio::spawn(session_socket::serve(
+        session_socket::socket_path(&config),
+        registry_stop.clone().cancelled_owned(),
+    ));
 
     // Sessions record use lazily and expire quietly: now and then drop the expired ones and
     // write the rest out (and once more at shutdown).
@@ -115,6 +174,13 @@ async fn serve(config: Config) -> Result<(), String> {
         });
     };
     server::serve(listener, router(state.clone()), tls.map(|t| t.config), shutdown).await;
+    state.vscode.shutdown.cancel();
+    // The group gets SIGTERM, then SIGKILL after a grace period; wait for that to finish.
+    if tokio::time::timeout(Duration::from_secs(10), state.vscode.supervisor.stopped()).await.is_err() {
+        tracing::warn!("VS Code did not stop in time");
+    }
+    registry_stop.cancel();
+    let _ = registry.await;
     flusher.abort();
     if let Err(e) = state.auth.sessions.flush().await {
         tracing::warn!("{e}");

@@ -2,7 +2,6 @@
 //! live in `templates/`; askama checks them at compile time and escapes every value.
 
 use askama::Template;
-use axum::http::StatusCode;
 
 use crate::cli::{Config, PasswordSource};
 use crate::i18n::Strings;
@@ -32,6 +31,7 @@ struct ErrorTemplate<'a> {
     status: u16,
     message: &'a str,
     home: String,
+    reload_after: Option<u32>,
 }
 
 /// Everything the pages need from the configuration, computed once.
@@ -101,7 +101,8 @@ impl Pages {
 
     /// The error page. "go home" leads to the relative root plus the request's `to` (if any);
     /// being relative, it cannot lead off-site.
-    pub fn error(&self, status: StatusCode, message: &str, path: &str, to: Option<&str>) -> String {
+    pub fn error(&self, err: &crate::error::AppError, path: &str, to: Option<&str>) -> String {
+        let (status, message) = (err.status, err.message.as_str());
         let root = relative_root(path);
         let home = normalize(&format!("{root}/{}", to.unwrap_or("/")), true);
         ErrorTemplate {
@@ -111,6 +112,7 @@ impl Pages {
             status: status.as_u16(),
             message,
             home,
+            reload_after: err.retry_after,
         }
         .render()
         .expect("the error template renders")

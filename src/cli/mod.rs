@@ -238,8 +238,12 @@ pub struct EnvChanges {
 #[derive(Debug)]
 pub enum Command {
     Help,
-    Version { json: bool },
+    Version {
+        json: bool,
+    },
     Extensions(Box<Config>),
+    /// `--provision-vscode`: prepare the VS Code build and exit.
+    Provision(Box<Config>),
     Serve(Box<Config>),
 }
 
@@ -272,8 +276,13 @@ pub fn load(argv: &[String], env: &Environment, cwd: &Path) -> Result<Loaded, Cl
     }
     let file = config_file::read(&config_file, cwd)?;
     let config = resolve(&cli, &file, env, cwd, paths, config_file)?;
-    let command =
-        if config.extensions.any() { Command::Extensions(Box::new(config)) } else { Command::Serve(Box::new(config)) };
+    let command = if cli.flag("provision-vscode") {
+        Command::Provision(Box::new(config))
+    } else if config.extensions.any() {
+        Command::Extensions(Box::new(config))
+    } else {
+        Command::Serve(Box::new(config))
+    };
     Ok(Loaded { command, notes })
 }
 

@@ -239,6 +239,13 @@ pub static OPTIONS: &[OptSpec] = &[
         ),
     )),
     opt(
+        "provision-vscode",
+        Bool,
+        Some(
+            "Download and prepare the VS Code server build, then exit (into --vscode-dir when given,\nelse the data directory). For CI and images.",
+        ),
+    ),
+    opt(
         "session-timeout",
         Str,
         Some("How long a login lasts without being used, e.g. 30d, 12h, 90m or seconds. Default 30d."),

@@ -1,41 +1,282 @@
-//! VS Code's routes: `/`, `/vscode` and everything not ours (spec §3.10).
-//!
-//! Until the VS Code server is provisioned and supervised (the VS Code issue), an authenticated
-//! request here gets a 503 error page saying so; authentication already behaves as it will.
+//! VS Code in the browser: the build, its supervised server, and the routes in front of it
+//! (spec §3.10): `/` and `/vscode`, VS Code's static assets (served by us, from disk), the
+//! mint-key endpoint, and everything else, HTTP and WebSocket, forwarded to the child.
+
+pub mod build;
+pub mod extensions;
+pub mod forward;
+pub mod provision;
+pub mod supervisor;
+
+use std::ffi::OsString;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{Method, StatusCode};
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+use tower_http::services::ServeDir;
 
 use crate::app::AppState;
+use crate::auth::Authenticated;
+use crate::cli::{AuthMode, CliError, Config};
 use crate::error::AppError;
 use crate::relative::{Query, found, location};
+use build::Build;
+use supervisor::{Launch, NotReady, Supervisor};
 
-pub fn routes() -> Router<AppState> {
-    Router::new().fallback(workbench)
+/// How long a request waits for VS Code to come up before getting the "starting" page.
+const READY_WAIT: Duration = Duration::from_secs(20);
+
+/// VS Code as the rest of the server sees it.
+pub struct VsCode {
+    pub supervisor: Arc<Supervisor>,
+    /// Cancelled at shutdown: stops the child's process group.
+    pub shutdown: CancellationToken,
+    mint_key_file: PathBuf,
+    mint_key: tokio::sync::OnceCell<[u8; 32]>,
+    static_files: ServeDir,
 }
 
-/// The workbench root routes redirect unauthenticated visitors to the login page; every other
-/// path answers 401 (JSON or the HTML page).
+impl VsCode {
+    pub fn new(config: &Config, build: Build) -> Result<VsCode, CliError> {
+        let runtime_dir = config.paths.runtime.clone();
+        let launch = Launch { args: server_args(config, &build)?, env: child_env(config), runtime_dir, build };
+        let static_files = ServeDir::new(&launch.build.root)
+            .precompressed_br()
+            .precompressed_gzip()
+            .append_index_html_on_directories(false);
+        Ok(VsCode {
+            supervisor: Arc::new(Supervisor::new(launch)),
+            shutdown: CancellationToken::new(),
+            mint_key_file: config.user_data_dir.join("serve-web-key-half"),
+            mint_key: tokio::sync::OnceCell::new(),
+            static_files,
+        })
+    }
+
+    pub fn build(&self) -> &Build {
+        self.supervisor.build()
+    }
+
+    /// Starts VS Code if nobody has yet, and waits (bounded) until it accepts connections.
+    async fn socket(&self) -> Result<PathBuf, AppError> {
+        let dir = self.supervisor.runtime_dir();
+        if let Err(e) = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+            return Err(AppError::internal(format!("cannot create {}: {e}", dir.display())));
+        }
+        self.supervisor.start(self.shutdown.clone());
+        match self.supervisor.ready(READY_WAIT).await {
+            Ok((socket, _)) => Ok(socket),
+            Err(NotReady::Stopped) => {
+                Err(AppError::new(StatusCode::SERVICE_UNAVAILABLE, "The server is shutting down"))
+            }
+            Err(e) => Err(AppError::new(StatusCode::SERVICE_UNAVAILABLE, format!("{e}. This page reloads by itself."))
+                .retry_after(2)),
+        }
+    }
+
+    /// The 32 bytes the web client mixes into its secret-storage key (spec §3.10.3): random
+    /// once, kept in the user-data-dir with mode 0600, the same for the life of the process.
+    async fn mint_key(&self) -> Result<[u8; 32], AppError> {
+        self.mint_key
+            .get_or_try_init(|| async {
+                let path = self.mint_key_file.clone();
+                tokio::task::spawn_blocking(move || -> std::io::Result<[u8; 32]> {
+                    match std::fs::read(&path) {
+                        Ok(bytes) if bytes.len() == 32 => Ok(bytes.try_into().expect("32 bytes")),
+                        Ok(_) | Err(_) => {
+                            let key = crate::util::random_bytes::<32>();
+                            crate::util::atomic_write(&path, &key, 0o600)?;
+                            Ok(key)
+                        }
+                    }
+                })
+                .await
+                .map_err(AppError::internal)?
+                .map_err(|e| AppError::internal(format!("cannot keep the mint key: {e}")))
+            })
+            .await
+            .copied()
+    }
+}
+
+/// The child's command line after `--socket-path` (vscode-server.md §6; spec §4.2).
+fn server_args(config: &Config, build: &Build) -> Result<Vec<OsString>, CliError> {
+    let mut args: Vec<OsString> = vec![];
+    let mut flag = |name: &str| args.push(format!("--{name}").into());
+    flag("without-connection-token");
+    flag("accept-server-license-terms");
+    let args_with = |args: &mut Vec<OsString>, name: &str, value: OsString| {
+        args.push(format!("--{name}").into());
+        args.push(value);
+    };
+    args_with(&mut args, "user-data-dir", config.user_data_dir.clone().into());
+    args_with(&mut args, "extensions-dir", config.extensions_dir.clone().into());
+    if let Some(dir) = &config.builtin_extensions_dir {
+        args_with(&mut args, "builtin-extensions-dir", dir.clone().into());
+    }
+    // VS Code strips this prefix when present, so `/vscode/...` and `/...` both reach it while
+    // its page URLs stay relative to what the browser asked for.
+    args_with(&mut args, "server-base-path", "/vscode".into());
+    args_with(&mut args, "log", config.log_level.as_str().into());
+    for (on, name) in
+        [(config.disable_telemetry, "disable-telemetry"), (config.disable_workspace_trust, "disable-workspace-trust")]
+    {
+        if on {
+            args.push(format!("--{name}").into());
+        }
+    }
+    if let Some(locale) = &config.locale {
+        args_with(&mut args, "locale", locale.into());
+    }
+    for id in &config.enable_proposed_api {
+        args_with(&mut args, "enable-proposed-api", id.into());
+    }
+    // Options only code-server's patched build understands.
+    if build.code_server_version.is_some() {
+        let auth = if config.auth == AuthMode::None { "none" } else { "password" };
+        args_with(&mut args, "auth", auth.into());
+        args_with(&mut args, "app-name", config.app_name.clone().into());
+        for (on, name) in [
+            (config.disable_update_check, "disable-update-check"),
+            (config.disable_file_downloads, "disable-file-downloads"),
+            (config.disable_file_uploads, "disable-file-uploads"),
+            (config.disable_getting_started_override, "disable-getting-started-override"),
+        ] {
+            if on {
+                args.push(format!("--{name}").into());
+            }
+        }
+        for d in &config.link_protection_trusted_domains {
+            args_with(&mut args, "link-protection-trusted-domains", d.into());
+        }
+        if let Some(t) = &config.reconnection_grace_time {
+            args_with(&mut args, "reconnection-grace-time", t.into());
+        }
+    }
+    // --vscode-option / $VSCODE_OPTIONS: `flag=value` or a bare `flag`, leading `--` optional.
+    for opt in &config.vscode_options {
+        let opt = opt.trim_start_matches("--");
+        let name = opt.split('=').next().unwrap_or_default();
+        if name.is_empty() {
+            return Err(CliError::new("--vscode-option requires a flag name"));
+        }
+        args.push(format!("--{opt}").into());
+    }
+    Ok(args)
+}
+
+/// Secrets never reach VS Code's processes; neither do the variables of an outer VS Code (we may
+/// run inside a VS Code terminal), except the proxy template we mean to pass on.
+pub(crate) fn scrub_env(cmd: &mut tokio::process::Command) {
+    for (key, _) in std::env::vars_os() {
+        if let Some(key) = key.to_str()
+            && (matches!(key, "PASSWORD" | "HASHED_PASSWORD" | "GITHUB_TOKEN")
+                || (key.starts_with("VSCODE_") && key != "VSCODE_PROXY_URI"))
+        {
+            cmd.env_remove(key);
+        }
+    }
+}
+
+fn child_env(config: &Config) -> Vec<(String, String)> {
+    let socket = config.session_socket.clone().unwrap_or_else(|| config.user_data_dir.join("code-server-ipc.sock"));
+    vec![("CODE_SERVER_SESSION_SOCKET".into(), socket.display().to_string())]
+}
+
+pub fn routes(state: &AppState) -> Router<AppState> {
+    let product = state.vscode.build().product_path();
+    Router::new()
+        .route(&format!("/{product}/static/{{*path}}"), get(static_file))
+        .route(&format!("/vscode/{product}/static/{{*path}}"), get(static_file))
+        .route("/mint-key", post(mint_key))
+        .route("/vscode/mint-key", post(mint_key))
+        .fallback(workbench)
+}
+
+/// `/{quality}-{commit}/static/...`: VS Code's web client files, from the build directory, with
+/// the brotli/gzip siblings made at provisioning, cached for a year (the commit is in the URL).
+async fn static_file(_: Authenticated, State(state): State<AppState>, req: Request) -> Result<Response, AppError> {
+    let path = req.uri().path();
+    let rest = path.split_once("/static/").map(|(_, r)| r).unwrap_or_default();
+    let uri = Uri::try_from(format!("/{rest}")).map_err(|_| AppError::not_found())?;
+    let (mut parts, body) = req.into_parts();
+    parts.uri = uri;
+    let res = state
+        .vscode
+        .static_files
+        .clone()
+        .oneshot(Request::from_parts(parts, body))
+        .await
+        .map_err(AppError::internal)?;
+    if res.status() == StatusCode::NOT_FOUND {
+        return Err(AppError::not_found());
+    }
+    let mut res = res.map(Body::new);
+    if res.status().is_success() || res.status() == StatusCode::NOT_MODIFIED {
+        res.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable"));
+    }
+    Ok(res)
+}
+
+async fn mint_key(_: Authenticated, State(state): State<AppState>) -> Result<Response, AppError> {
+    let key = state.vscode.mint_key().await?;
+    Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"))], key.to_vec()).into_response())
+}
+
+/// The workbench roots; code-server sends unauthenticated visitors of these to the login page.
 fn is_root(path: &str) -> bool {
     matches!(path, "/" | "/vscode" | "/vscode/")
 }
 
+fn is_websocket(req: &Request) -> bool {
+    req.headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+/// Everything under `/` and `/vscode` that is not ours: authenticate, then forward.
 async fn workbench(State(state): State<AppState>, req: Request) -> Result<Response, AppError> {
-    let path = req.uri().path();
+    if is_websocket(&req) {
+        if let Err(e) = crate::origin::check_origin(req.headers(), &state.config.trusted_origins) {
+            tracing::debug!("WebSocket refused: {e}");
+            return Err(AppError::forbidden());
+        }
+        if !state.auth.is_authenticated(req.headers()).await? {
+            return Err(AppError::unauthorized());
+        }
+        let socket = state.vscode.socket().await?;
+        let guard = ();
+        return forward::forward_websocket(&socket, req, &state.auth.cookie_name, guard).await.map_err(unreachable);
+    }
+
+    let path = req.uri().path().to_string();
     if !state.auth.is_authenticated(req.headers()).await? {
-        if is_root(path) && matches!(*req.method(), Method::GET | Method::HEAD) {
+        if is_root(&path) && matches!(*req.method(), Method::GET | Method::HEAD) {
             let query = Query::parse(req.uri().query());
             // "self": the mount path plus the trailing slash of the request's path. code-server
             // looks at the raw URL, so a query string hides the slash and adds an empty `to=`.
-            let me = if path == "/" { None } else { Some(path) };
-            return Ok(found(&location(path, &query, "login", &[("to", me)])).into_response());
+            let me = if path == "/" { None } else { Some(path.as_str()) };
+            return Ok(found(&location(&path, &query, "login", &[("to", me)])));
         }
         return Err(AppError::unauthorized());
     }
-    Err(AppError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "VS Code is not set up on this server yet: this build serves login, sessions and code-server's own routes only.",
-    ))
+    let socket = state.vscode.socket().await?;
+    forward::forward_http(&socket, req, &state.auth.cookie_name).await.map_err(unreachable)
+}
+
+fn unreachable(e: forward::ForwardError) -> AppError {
+    tracing::warn!("{e}");
+    AppError::new(StatusCode::BAD_GATEWAY, "VS Code is not reachable right now. Reload the page in a moment.")
+        .retry_after(2)
 }

@@ -43,10 +43,12 @@ impl Home {
         std::fs::create_dir_all(self.config_dir()).unwrap();
         std::fs::write(self.config_file(), text).unwrap();
     }
-    /// A command for the binary with only this home's environment.
+    /// A command for the binary with only this home's environment (plus the shared VS Code
+    /// build, so no test provisions its own).
     pub fn command(&self) -> Command {
         let mut c = Command::new(BIN);
         c.env_clear()
+            .env("CODE_SERVER_VSCODE_DIR", vscode_dir())
             .env("HOME", self.path())
             .env("XDG_CONFIG_HOME", self.path().join("config"))
             .env("XDG_DATA_HOME", self.path().join("data"))
@@ -55,6 +57,38 @@ impl Home {
             .current_dir(self.path());
         c
     }
+}
+
+/// The VS Code build all tests share, outside the repository: `$CODE_SERVER_TEST_VSCODE_DIR`, or
+/// `~/.cache/code-server-rs/vscode/<version>`. Provisioned on first use (the binary locks, so
+/// parallel test processes wait for one download); `.ci/run` provisions it up front.
+pub fn vscode_dir() -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = match std::env::var_os("CODE_SERVER_TEST_VSCODE_DIR") {
+            Some(d) => PathBuf::from(d),
+            None => PathBuf::from(std::env::var_os("HOME").expect("HOME"))
+                .join(".cache/code-server-rs/vscode")
+                .join(code_server::vscode::build::CODE_SERVER_VERSION),
+        };
+        let scratch = tempfile::tempdir().expect("temp dir");
+        let out = Command::new(BIN)
+            .args(["--provision-vscode", "--vscode-dir"])
+            .arg(&dir)
+            .env("XDG_CONFIG_HOME", scratch.path())
+            .env("XDG_DATA_HOME", scratch.path())
+            .output()
+            .expect("run the provisioner");
+        assert!(
+            out.status.success(),
+            "provisioning VS Code into {} failed:\n{}{}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        dir
+    })
+    .clone()
 }
 
 /// The output of a run that ended.
@@ -253,6 +287,21 @@ impl Client {
         match &self.target {
             Target::Tcp(a) => send_on(tokio::net::TcpStream::connect(a).await.expect("connect"), req).await,
             Target::Unix(p) => send_on(tokio::net::UnixStream::connect(p).await.expect("connect"), req).await,
+        }
+    }
+
+    /// Does `cookie` (`name=value`, or empty) authenticate? Asks `POST /mint-key`, which needs
+    /// a session and nothing else (it does not start VS Code).
+    pub async fn authenticated(&self, cookie: &str) -> bool {
+        let headers: &[(&str, &str)] = if cookie.is_empty() { &[] } else { &[("cookie", cookie)] };
+        let r = self.send("POST", "/mint-key", headers, Body::empty()).await;
+        match r.status {
+            StatusCode::OK => {
+                assert_eq!(r.body.len(), 32);
+                true
+            }
+            StatusCode::UNAUTHORIZED => false,
+            other => panic!("unexpected {other} from /mint-key: {}", r.text()),
         }
     }
 

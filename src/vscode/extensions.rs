@@ -1,0 +1,46 @@
+//! `--install-extension`, `--uninstall-extension`, `--list-extensions`, `--locate-extension`:
+//! run VS Code's own CLI against the same user-data and extensions directories the server uses,
+//! with its output and exit status passed through (spec §4.5, vscode-server.md §6.9).
+
+use std::process::Stdio;
+
+use super::build::Build;
+use crate::cli::Config;
+
+/// Runs the extension commands and returns VS Code's exit status.
+pub async fn run(config: &Config, build: &Build) -> Result<i32, String> {
+    let e = &config.extensions;
+    let mut cmd = tokio::process::Command::new(&build.node);
+    cmd.arg(build.root.join("out/server-main.js"));
+    if e.list {
+        cmd.arg("--list-extensions");
+    }
+    if e.show_versions {
+        cmd.arg("--show-versions");
+    }
+    if let Some(c) = &e.category {
+        cmd.args(["--category", c]);
+    }
+    for (flag, values) in [
+        ("--install-extension", &e.install),
+        ("--uninstall-extension", &e.uninstall),
+        ("--locate-extension", &e.locate),
+    ] {
+        for v in values {
+            cmd.arg(flag).arg(v);
+        }
+    }
+    if e.force {
+        cmd.arg("--force");
+    }
+    cmd.arg("--extensions-dir").arg(&config.extensions_dir).arg("--user-data-dir").arg(&config.user_data_dir);
+    if let Some(dir) = &config.builtin_extensions_dir {
+        cmd.arg("--builtin-extensions-dir").arg(dir);
+    }
+    cmd.arg("--accept-server-license-terms");
+    super::scrub_env(&mut cmd);
+    // The CLI warns about its own deprecated APIs on stderr; that is noise for our users.
+    cmd.env("NODE_NO_WARNINGS", "1").stdin(Stdio::null()).stdout(Stdio::inherit()).stderr(Stdio::inherit());
+    let status = cmd.status().await.map_err(|e| format!("cannot run VS Code's CLI ({}): {e}", build.node.display()))?;
+    Ok(status.code().unwrap_or(1))
+}

@@ -1,0 +1,154 @@
+//! Forwarding requests to the VS Code server over its Unix socket: method, path, query and Host
+//! kept byte for byte, bodies streamed both ways, WebSocket upgrades spliced without re-framing
+//! and without idle timeout (vscode-server.md §6.6–6.7).
+//!
+//! Each request gets its own connection, as VS Code's own `serve-web` does: connecting to a Unix
+//! socket costs microseconds, and no pool can hold a connection to a child that restarted.
+
+use std::path::Path;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, Version, header};
+use hyper_util::rt::TokioIo;
+use tokio::net::UnixStream;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    #[error("cannot connect to VS Code: {0}")]
+    Connect(std::io::Error),
+    #[error("VS Code's connection failed: {0}")]
+    Http(#[from] hyper::Error),
+}
+
+/// Headers that describe one hop, not the message (RFC 9110 §7.6.1), dropped when forwarding
+/// ordinary requests and responses.
+const HOP_BY_HOP: &[&str] =
+    &["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"];
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Headers named by Connection are hop-by-hop too.
+    let named: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| !s.is_empty())
+        .collect();
+    for name in HOP_BY_HOP.iter().copied().chain(named.iter().map(String::as_str)) {
+        headers.remove(name);
+    }
+}
+
+/// Sends `req` as HTTP/1.1 on a fresh connection to `socket`.
+pub async fn send(socket: &Path, req: Request<Body>) -> Result<Response<Body>, ForwardError> {
+    let stream = UnixStream::connect(socket).await.map_err(ForwardError::Connect)?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!("VS Code connection: {e}");
+        }
+    });
+    let res = sender.send_request(req).await?;
+    Ok(res.map(Body::new))
+}
+
+/// Rewrites a browser request for the child: origin-form URI, HTTP/1.1, a Host header (HTTP/2
+/// carries it in `:authority`), and without our session cookie, which VS Code has no use for.
+fn prepare(mut req: Request<Body>, session_cookie: &str) -> Request<Body> {
+    if !req.headers().contains_key(header::HOST)
+        && let Some(authority) = req.uri().authority().map(|a| a.as_str().to_string())
+        && let Ok(v) = HeaderValue::from_str(&authority)
+    {
+        req.headers_mut().insert(header::HOST, v);
+    }
+    let path_and_query = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    *req.uri_mut() = Uri::try_from(path_and_query).unwrap_or_else(|_| Uri::from_static("/"));
+    *req.version_mut() = Version::HTTP_11;
+    crate::auth::remove_cookie(req.headers_mut(), session_cookie);
+    req
+}
+
+/// Forwards an ordinary HTTP request and streams the answer back.
+pub async fn forward_http(
+    socket: &Path,
+    req: Request<Body>,
+    session_cookie: &str,
+) -> Result<Response<Body>, ForwardError> {
+    let mut req = prepare(req, session_cookie);
+    strip_hop_by_hop(req.headers_mut());
+    let mut res = send(socket, req).await?;
+    strip_hop_by_hop(res.headers_mut());
+    Ok(res)
+}
+
+/// Forwards a WebSocket upgrade: sends the handshake with its headers untouched, and if VS Code
+/// answers 101, splices the two upgraded connections byte for byte until either side closes.
+/// Any other answer is passed back as is.
+pub async fn forward_websocket(
+    socket: &Path,
+    mut req: Request<Body>,
+    session_cookie: &str,
+    guard: impl Send + 'static,
+) -> Result<Response<Body>, ForwardError> {
+    let client_upgrade = hyper::upgrade::on(&mut req);
+    let req = prepare(req, session_cookie);
+    let stream = UnixStream::connect(socket).await.map_err(ForwardError::Connect)?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!("VS Code WebSocket connection: {e}");
+        }
+    });
+    let (parts, _) = req.into_parts();
+    let mut upstream = sender.send_request(Request::from_parts(parts, Body::empty())).await?;
+    if upstream.status() != StatusCode::SWITCHING_PROTOCOLS {
+        return Ok(upstream.map(Body::new));
+    }
+    let upstream_upgrade = hyper::upgrade::on(&mut upstream);
+    tokio::spawn(async move {
+        // Held for the life of the tunnel (e.g. to count open WebSockets as activity).
+        let _guard = guard;
+        match tokio::try_join!(client_upgrade, upstream_upgrade) {
+            Ok((client, vscode)) => {
+                let (mut client, mut vscode) = (TokioIo::new(client), TokioIo::new(vscode));
+                if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut vscode).await {
+                    tracing::trace!("WebSocket tunnel ended: {e}");
+                }
+            }
+            Err(e) => tracing::debug!("WebSocket upgrade failed: {e}"),
+        }
+    });
+    let (parts, _) = upstream.into_parts();
+    Ok(Response::from_parts(parts, Body::empty()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "keep-alive, x-secret-hop".parse().unwrap());
+        h.insert("x-secret-hop", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert("x-kept", "1".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn prepare_keeps_path_query_and_host() {
+        let req = Request::get("https://ex.com:8443/a%20b/c?x=1&y=%2F")
+            .header("cookie", "a=1; code-server-session=secret; b=2")
+            .body(Body::empty())
+            .unwrap();
+        let req = prepare(req, "code-server-session");
+        assert_eq!(req.uri(), "/a%20b/c?x=1&y=%2F");
+        assert_eq!(req.headers()["host"], "ex.com:8443");
+        assert_eq!(req.headers()["cookie"], "a=1; b=2");
+        assert_eq!(req.version(), Version::HTTP_11);
+    }
+}

@@ -1,0 +1,347 @@
+//! The VS Code server child process: spawned on a private Unix socket in its own process group,
+//! watched for readiness, restarted with back-off when it dies, stopped as a group.
+//!
+//! Started lazily by the first request that needs VS Code (as code-server loads VS Code on the
+//! first request to its router), so a server nobody opens costs no Node process.
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncRead};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::build::Build;
+
+/// VS Code prints this once it accepts connections; the source says not to change it.
+const READY_LINE: &str = "Extension host agent listening on";
+/// How long a start may take before we give up on it (slow disks, first run).
+const START_TIMEOUT: Duration = Duration::from_secs(90);
+/// After SIGTERM, how long the group has before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Lines of output kept for error reports.
+const RECENT_LINES: usize = 100;
+
+/// Where the child is in its life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    /// Not started yet (nobody asked for VS Code).
+    Idle,
+    Starting,
+    /// Accepting connections on `socket`; `generation` counts starts.
+    Ready {
+        socket: PathBuf,
+        generation: u64,
+    },
+    /// Exited or failed to start; restarting after a back-off.
+    Down {
+        reason: String,
+    },
+    Stopped,
+}
+
+/// What we need to launch the child, fixed for the life of the process.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    pub build: Build,
+    /// Arguments after `out/server-main.js`, except `--socket-path` (ours to choose).
+    pub args: Vec<OsString>,
+    /// Extra environment for the child.
+    pub env: Vec<(String, String)>,
+    /// Private directory for the socket (mode 0700).
+    pub runtime_dir: PathBuf,
+}
+
+pub struct Supervisor {
+    launch: Launch,
+    state: watch::Sender<State>,
+    recent: Mutex<VecDeque<String>>,
+    started: AtomicBool,
+    generation: AtomicU64,
+    /// The current child's process group, for stopping it from any task.
+    pgid: Mutex<Option<i32>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NotReady {
+    #[error("VS Code is still starting")]
+    Starting,
+    #[error("VS Code is restarting: {0}")]
+    Down(String),
+    #[error("the server is shutting down")]
+    Stopped,
+}
+
+impl Supervisor {
+    pub fn new(launch: Launch) -> Supervisor {
+        Supervisor {
+            launch,
+            state: watch::Sender::new(State::Idle),
+            recent: Mutex::new(VecDeque::new()),
+            started: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
+            pgid: Mutex::new(None),
+        }
+    }
+
+    pub fn build(&self) -> &Build {
+        &self.launch.build
+    }
+
+    /// Where the child's socket lives.
+    pub fn runtime_dir(&self) -> &Path {
+        &self.launch.runtime_dir
+    }
+
+    pub fn state(&self) -> State {
+        self.state.borrow().clone()
+    }
+
+    /// The last lines VS Code printed (for error reports).
+    pub fn recent_output(&self) -> Vec<String> {
+        self.recent.lock().unwrap().iter().cloned().collect()
+    }
+
+    /// Starts the supervision loop the first time it is called; later calls do nothing.
+    pub fn start(self: &std::sync::Arc<Self>, cancel: CancellationToken) {
+        if self.started.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move { this.run(cancel).await });
+    }
+
+    /// Resolves once supervision has ended (after the shutdown token is cancelled), i.e. the
+    /// child's process group is gone. Immediate if VS Code was never started.
+    pub async fn stopped(&self) {
+        if !self.started.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut rx = self.state.subscribe();
+        while *rx.borrow_and_update() != State::Stopped {
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Waits (at most `wait`) for the child to accept connections; returns its socket.
+    pub async fn ready(&self, wait: Duration) -> Result<(PathBuf, u64), NotReady> {
+        let mut rx = self.state.subscribe();
+        let result = tokio::time::timeout(wait, async {
+            loop {
+                match &*rx.borrow_and_update() {
+                    State::Ready { socket, generation } => return Ok((socket.clone(), *generation)),
+                    State::Stopped => return Err(NotReady::Stopped),
+                    _ => {}
+                }
+                if rx.changed().await.is_err() {
+                    return Err(NotReady::Stopped);
+                }
+            }
+        })
+        .await;
+        match result {
+            Ok(r) => r,
+            Err(_) => match self.state() {
+                State::Down { reason } => Err(NotReady::Down(reason)),
+                _ => Err(NotReady::Starting),
+            },
+        }
+    }
+
+    async fn run(&self, cancel: CancellationToken) {
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            if cancel.is_cancelled() {
+                break;
+            }
+            let began = Instant::now();
+            let reason = self.run_once(&cancel).await;
+            if cancel.is_cancelled() {
+                break;
+            }
+            // A child that ran for a while earned a quick restart.
+            if began.elapsed() > Duration::from_secs(60) {
+                backoff = Duration::from_secs(1);
+            }
+            let tail = self.recent_output();
+            let tail = tail[tail.len().saturating_sub(5)..].join("\n    ");
+            tracing::warn!("VS Code server {reason}; restarting in {}s. Last output:\n    {tail}", backoff.as_secs());
+            self.state.send_replace(State::Down { reason });
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+        self.state.send_replace(State::Stopped);
+    }
+
+    /// One life of the child. Returns why it ended (unless cancelled, which stops it).
+    async fn run_once(&self, cancel: &CancellationToken) -> String {
+        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        self.state.send_replace(State::Starting);
+        let socket = self.launch.runtime_dir.join(format!("vscode-{}-{generation}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&socket);
+        let mut child = match self.spawn(&socket) {
+            Ok(c) => c,
+            Err(e) => return format!("could not be started ({e})"),
+        };
+        let pgid = child.id().map(|p| p as i32);
+        *self.pgid.lock().unwrap() = pgid;
+        tracing::info!("Starting VS Code {} (pid {})", self.launch.build.version, pgid.unwrap_or(0));
+
+        let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(1);
+        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+            return "started without output pipes".into();
+        };
+        let output = async {
+            tokio::join!(
+                self.read_output(Box::new(stdout), "stdout", ready_tx.clone()),
+                self.read_output(Box::new(stderr), "stderr", ready_tx),
+            )
+        };
+        tokio::pin!(output);
+
+        let deadline = tokio::time::sleep(START_TIMEOUT);
+        tokio::pin!(deadline);
+        let (mut ready, mut output_done) = (false, false);
+        enum Event {
+            Cancelled,
+            Exited(String),
+            ReadyLine,
+            TimedOut,
+            OutputClosed,
+        }
+        let reason = loop {
+            let event = tokio::select! {
+                _ = cancel.cancelled() => Event::Cancelled,
+                status = child.wait() => Event::Exited(match status {
+                    Ok(s) => format!("exited ({s})"),
+                    Err(e) => format!("could not be waited for ({e})"),
+                }),
+                Some(()) = ready_rx.recv(), if !ready => Event::ReadyLine,
+                _ = &mut deadline, if !ready => Event::TimedOut,
+                _ = &mut output, if !output_done => Event::OutputClosed,
+            };
+            match event {
+                Event::Cancelled => {
+                    self.stop_group(&mut child).await;
+                    let _ = std::fs::remove_file(&socket);
+                    return "stopped".into();
+                }
+                Event::Exited(reason) => break reason,
+                Event::ReadyLine => {
+                    ready = true;
+                    match probe_version(&socket).await {
+                        Ok(commit) => {
+                            tracing::info!("VS Code is ready (commit {commit})");
+                            self.state.send_replace(State::Ready { socket: socket.clone(), generation });
+                        }
+                        Err(e) => break format!("answered its readiness probe with an error ({e})"),
+                    }
+                }
+                Event::TimedOut => break format!("did not start within {}s", START_TIMEOUT.as_secs()),
+                Event::OutputClosed => output_done = true,
+            }
+        };
+        // Whatever the child left running in its group (extension hosts, terminals) goes too.
+        self.stop_group(&mut child).await;
+        let _ = std::fs::remove_file(&socket);
+        reason
+    }
+
+    fn spawn(&self, socket: &Path) -> std::io::Result<tokio::process::Child> {
+        let l = &self.launch;
+        let mut cmd = tokio::process::Command::new(&l.build.node);
+        cmd.arg(l.build.root.join("out/server-main.js"))
+            .arg("--socket-path")
+            .arg(socket)
+            .args(&l.args)
+            .current_dir(&l.build.root)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        super::scrub_env(&mut cmd);
+        for (k, v) in &l.env {
+            cmd.env(k, v);
+        }
+        let parent = std::process::id() as libc::pid_t;
+        // SAFETY: only async-signal-safe calls between fork and exec (prctl, getppid, raise).
+        unsafe {
+            cmd.pre_exec(move || {
+                // Die with us, even if we are SIGKILLed: the kernel sends SIGTERM, which lets
+                // VS Code take its own children down.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // We may have died between fork and prctl.
+                if libc::getppid() != parent {
+                    libc::raise(libc::SIGTERM);
+                }
+                Ok(())
+            });
+        }
+        cmd.spawn()
+    }
+
+    /// Logs each line at debug, keeps the recent ones, and reports the readiness line.
+    fn read_output(
+        &self,
+        pipe: Box<dyn AsyncRead + Unpin + Send>,
+        stream: &'static str,
+        ready: tokio::sync::mpsc::Sender<()>,
+    ) -> impl std::future::Future<Output = ()> + Send + '_ {
+        async move {
+            let mut lines = tokio::io::BufReader::new(pipe).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.trim().is_empty() {
+                    continue;
+                }
+                tracing::debug!("vscode {stream}: {line}");
+                if line.contains(READY_LINE) {
+                    let _ = ready.try_send(());
+                }
+                let mut recent = self.recent.lock().unwrap();
+                recent.push_back(line);
+                if recent.len() > RECENT_LINES {
+                    recent.pop_front();
+                }
+            }
+        }
+    }
+
+    /// SIGTERM to the whole group, SIGKILL after [`STOP_GRACE`].
+    async fn stop_group(&self, child: &mut tokio::process::Child) {
+        let Some(pgid) = self.pgid.lock().unwrap().take() else { return };
+        // SAFETY: plain syscalls on a process group we created.
+        unsafe { libc::kill(-pgid, libc::SIGTERM) };
+        let exited = tokio::time::timeout(STOP_GRACE, child.wait()).await.is_ok();
+        if !exited {
+            tracing::warn!("VS Code did not stop within {}s; killing it", STOP_GRACE.as_secs());
+        }
+        // Stragglers in the group (the main process may be gone already).
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        let _ = child.wait().await;
+    }
+}
+
+/// `GET /version` over the socket: VS Code answers with its commit once its server module is up.
+async fn probe_version(socket: &Path) -> Result<String, String> {
+    let req = axum::http::Request::get("/version").header("host", "localhost").body(axum::body::Body::empty()).unwrap();
+    let res = super::forward::send(socket, req).await.map_err(|e| e.to_string())?;
+    if !res.status().is_success() {
+        return Err(format!("status {}", res.status()));
+    }
+    let body = axum::body::to_bytes(res.into_body(), 1024).await.map_err(|e| e.to_string())?;
+    Ok(String::from_utf8_lossy(&body).trim().to_string())
+}

@@ -1,0 +1,131 @@
+// Drives headless Chromium through the real workbench served by our binary.
+// Run by tests/browser.rs; configured through the environment:
+//   CS_URL        the server's base URL (http://127.0.0.1:PORT/)
+//   CS_PASSWORD   the login password
+//   CS_FILE       name of a file in the opened folder to edit (e.g. hello.txt)
+//   CS_EXTENSION  display name of an extension installed beforehand
+//   CS_KILL_CMD   shell command that SIGKILLs the VS Code server (optional)
+//   CHROMIUM      browser executable (default /usr/bin/chromium)
+// Prints one line per step; exits non-zero with the failing step on error.
+import { chromium } from "playwright-core";
+import { execSync } from "node:child_process";
+
+const url = process.env.CS_URL;
+const password = process.env.CS_PASSWORD;
+const file = process.env.CS_FILE ?? "hello.txt";
+const extension = process.env.CS_EXTENSION;
+const killCmd = process.env.CS_KILL_CMD;
+const TIMEOUT = 90_000;
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+  headless: true,
+  // The machine's network is closed: keep Chromium from trying to reach Google.
+  args: [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+  ],
+});
+const context = await browser.newContext({ viewport: { width: 1400, height: 900 } });
+const page = await context.newPage();
+page.setDefaultTimeout(TIMEOUT);
+let step = "start";
+const done = (what) => console.log(`ok: ${what}`);
+
+async function waitForWorkbench() {
+  await page.waitForSelector(".monaco-workbench .part.editor", { timeout: TIMEOUT });
+  // The explorer lists the folder's files once the remote connection works (a restored window
+  // may show another view first).
+  await runCommand("View: Show Explorer");
+  await page.waitForSelector(`.explorer-folders-view .monaco-list-row[aria-label*="${file}"]`, { timeout: TIMEOUT });
+}
+
+async function runCommand(name) {
+  await page.keyboard.press("F1");
+  const input = page.locator(".quick-input-widget input");
+  await input.waitFor({ state: "visible" });
+  await input.fill(`>${name}`);
+  await page.locator(".quick-input-list .monaco-list-row", { hasText: name }).first().waitFor();
+  await page.keyboard.press("Enter");
+}
+
+try {
+  step = "login page";
+  await page.goto(url);
+  await page.waitForSelector("form.login-form input.password");
+  done(step);
+
+  step = "log in, workbench appears";
+  await page.fill("input.password", password);
+  await Promise.all([page.waitForNavigation(), page.click("input.submit")]);
+  await waitForWorkbench();
+  done(step);
+
+  step = "open a file from the explorer, type, save";
+  await page.locator(`.explorer-folders-view .monaco-list-row[aria-label*="${file}"]`).first().click();
+  const editor = page.locator(".editor-instance .monaco-editor .view-lines").first();
+  await editor.waitFor();
+  await editor.click();
+  await page.keyboard.press("Control+End");
+  await page.keyboard.type("\ntyped in the browser");
+  await page.keyboard.press("Control+S");
+  // Saved: the tab loses its dirty marker.
+  await page.waitForFunction(() => !document.querySelector(".tabs-container .tab.dirty"));
+  done(step);
+
+  step = "terminal runs echo $((6*7))";
+  await runCommand("Terminal: Create New Terminal");
+  // A fresh folder is untrusted: running a shell needs the user's consent, as for any user.
+  const trust = page.getByRole("button", { name: "Trust Folder & Continue" });
+  try {
+    await trust.waitFor({ timeout: 10_000 });
+    await trust.click();
+  } catch {}
+  // The new terminal takes the keyboard focus once its shell is attached.
+  await page.waitForFunction(() => document.activeElement?.classList.contains("xterm-helper-textarea"));
+  await page.keyboard.type("echo $((6*7))\n");
+  await page.waitForFunction(
+    () => [...document.querySelectorAll(".xterm-rows > div, .xterm-accessibility-tree > div")]
+      .some((row) => row.textContent.trim() === "42"),
+    null,
+    { timeout: TIMEOUT },
+  );
+  done(step);
+
+  if (extension) {
+    step = "installed extension appears in the Extensions view";
+    await runCommand("Extensions: Show Installed Extensions");
+    await page.locator(".extensions-viewlet .extension-list-item", { hasText: extension }).first().waitFor();
+    done(step);
+  }
+
+  if (killCmd) {
+    step = "VS Code server killed with SIGKILL: the page recovers";
+    execSync(killCmd);
+    // The window notices the lost connection; a reload reaches the restarted server.
+    await page.waitForTimeout(1000);
+    await page.reload();
+    await waitForWorkbench();
+    done(step);
+  }
+
+  step = "sign out returns to the login page";
+  await runCommand("Sign out of");
+  await page.waitForSelector("form.login-form input.password");
+  done(step);
+} catch (e) {
+  console.error(`FAILED at step "${step}": ${e.message}`);
+  try {
+    await page.screenshot({ path: process.env.CS_SCREENSHOT ?? "/tmp/code-server-browser-failure.png" });
+    console.error(`screenshot: ${process.env.CS_SCREENSHOT ?? "/tmp/code-server-browser-failure.png"}`);
+  } catch {}
+  await browser.close();
+  process.exit(1);
+}
+await browser.close();
