@@ -14,9 +14,13 @@ use crate::auth::limiter::LoginLimiter;
 use crate::auth::password::{PasswordChecker, PasswordMethod};
 use crate::auth::session::{FileStore, SessionStore, Sessions};
 use crate::cli::{AuthMode, CliError, Config};
+use crate::clock::{Clock, SystemClock};
 use crate::heart::Heart;
 use crate::i18n::Strings;
+use crate::lifecycle::Lifecycle;
 use crate::pages::Pages;
+use crate::settings::SettingsStore;
+use crate::update::UpdateChecker;
 
 /// code-server's body-parser limit for its own routes ("100kb").
 pub const BODY_LIMIT: usize = 100 * 1024;
@@ -28,6 +32,11 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     pub heart: Arc<Heart>,
     pub pages: Arc<Pages>,
+    /// `coder.json` in the user-data-dir.
+    pub settings: Arc<SettingsStore>,
+    pub update: Arc<UpdateChecker>,
+    /// Shutdown token and trackers: background tasks and upgraded connections go through it.
+    pub lifecycle: Lifecycle,
 }
 
 impl AppState {
@@ -58,11 +67,17 @@ impl AppState {
             secure_cookies: config.tls.is_some(),
             trusted_proxies: config.trusted_proxies.clone(),
         };
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let settings = Arc::new(SettingsStore::open_in(&config.user_data_dir));
+        let update = UpdateChecker::new(&config.update_url, crate::cli::help::VERSION, settings.clone(), clock.clone());
         Ok(AppState {
             pages: Arc::new(Pages::new(&config, strings)),
+            heart: Arc::new(Heart::new(clock, Some(config.paths.data.join("heartbeat")))),
             config: Arc::new(config),
             auth: Arc::new(auth),
-            heart: Arc::new(Heart::default()),
+            settings,
+            update: Arc::new(update),
+            lifecycle: Lifecycle::new(),
         })
     }
 
@@ -86,6 +101,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::assets::routes())
         .merge(crate::heart::routes())
         .merge(crate::auth::routes())
+        .merge(crate::update::routes())
         .layer(middleware::from_fn(security_headers))
         .layer(DefaultBodyLimit::max(BODY_LIMIT));
     Router::new()

@@ -22,6 +22,8 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 pub use listen::{Accepted, BindError, Listener};
@@ -41,8 +43,13 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Serves `app` on `listener` until `shutdown` resolves, then stops accepting, gives in-flight
-/// requests [`SHUTDOWN_GRACE`] to finish, and removes our socket file.
+/// Serves `app` on `listener` until `shutdown` resolves, then stops accepting, removes our
+/// socket file, gives in-flight requests [`SHUTDOWN_GRACE`] to finish, and closes whatever is
+/// left. Returns only when every connection task has ended.
+///
+/// Upgraded connections (WebSockets) leave hyper once upgraded, so neither the grace period nor
+/// the forced close reaches them: whoever serves them runs them under
+/// [`crate::lifecycle::Lifecycle::connection`].
 pub async fn serve(
     listener: Listener,
     app: Router,
@@ -50,6 +57,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let graceful = GracefulShutdown::new();
+    // Every connection task, so none outlives this function; cancelling `force` ends them.
+    let tasks = TaskTracker::new();
+    let force = CancellationToken::new();
     let acceptor = tls.map(TlsAcceptor::from);
     tokio::pin!(shutdown);
     loop {
@@ -69,10 +79,10 @@ pub async fn serve(
         let (app, acceptor, watcher) = (app.clone(), acceptor.clone(), graceful.watcher());
         match accepted {
             Accepted::Tcp(s, peer) => {
-                tokio::spawn(handle(s, Some(peer), app, acceptor, watcher));
+                tasks.spawn(force.clone().run_until_cancelled_owned(handle(s, Some(peer), app, acceptor, watcher)));
             }
             Accepted::Unix(s) => {
-                tokio::spawn(handle(s, None, app, acceptor, watcher));
+                tasks.spawn(force.clone().run_until_cancelled_owned(handle(s, None, app, acceptor, watcher)));
             }
         }
     }
@@ -81,6 +91,9 @@ pub async fn serve(
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
         tracing::warn!("Some connections did not finish within {}s; closing them", SHUTDOWN_GRACE.as_secs());
     }
+    force.cancel();
+    tasks.close();
+    tasks.wait().await;
 }
 
 async fn handle<S>(
