@@ -6,23 +6,21 @@
 //! only flips an atomic and wakes [`Heart::run`], the background task that writes the file.
 //!
 //! Long-lived connections count too, as in code-server (whose timer re-beats while its HTTP
-//! server has open connections): whoever serves an upgraded connection (a WebSocket to VS Code,
-//! a proxied WebSocket) holds a [`ConnectionGuard`] from [`Heart::connection_guard`] for as long
-//! as the connection lives. While any guard is held, [`Heart::run`] beats again each time the
-//! last beat is about to expire, and [`Heart::idle`] never resolves. So an open browser tab keeps
-//! the server alive and keeps the heartbeat file fresh, and closing it starts the idle countdown.
+//! server has open connections). Every upgraded connection (a WebSocket to VS Code, a proxied
+//! WebSocket) holds a [`ConnectionGuard`] for as long as its socket lives: [`record_activity`]
+//! parks one on the connection whenever a response is `101 Switching Protocols` (see
+//! [`crate::server::slot`]), so the modules that serve WebSockets need do nothing for it. While
+//! any guard is held, [`Heart::run`] beats again each time the last beat is about to expire,
+//! `/healthz` says `alive`, and [`Heart::idle`] never resolves. So an open browser tab keeps the
+//! server alive and the heartbeat file fresh, and closing it starts the idle countdown. Other
+//! long-lived work that is not an upgrade (a long streaming response, say) can hold a guard of
+//! its own from [`Heart::connection_guard`]. Idle keep-alive HTTP connections do not count
+//! (code-server counts every TCP connection): a monitor polling `/healthz` over keep-alive must
+//! not keep an idle server up.
 //!
-//! How the other modules use it (see also [`crate::lifecycle::Lifecycle::connection`]):
-//!
-//! ```ignore
-//! // VS Code forwarding or the port proxy, after the upstream answered 101:
-//! let guard = state.heart.connection_guard();
-//! let task = state.lifecycle.connection(guard, async move { splice(client, upstream).await });
-//! tokio::spawn(task);
-//! ```
-//!
-//! Hot-path cost of a request: one clock read and one relaxed atomic load (a store at most once
-//! a second for the idle clock and once a minute for the beat).
+//! Hot-path cost of a request: one clock read, one relaxed atomic load (a store at most once a
+//! second for the idle clock and once a minute for the beat), and one uncontended `Arc` clone
+//! (the connection's slot).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -33,6 +31,7 @@ use axum::Router;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{Request, State};
+use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -42,6 +41,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::AppState;
 use crate::clock::{Clock, SystemClock};
+use crate::server::ConnectionSlot;
 
 /// A beat is "recent" for this long (code-server's `HEARTBEAT_INTERVAL`).
 pub const BEAT_INTERVAL_MS: u64 = 60_000;
@@ -277,12 +277,28 @@ pub fn routes() -> Router<AppState> {
 
 /// Middleware: every request but `/healthz` counts as activity. (code-server compares the raw
 /// URL, so `/healthz?x` counts; we compare the path.)
+///
+/// A request that upgrades (`101`) leaves a connection guard and a lifecycle token on its
+/// connection ([`ConnectionSlot`]), released when the upgraded socket is dropped: so every
+/// WebSocket counts as an open connection and is waited for at shutdown, whoever serves it.
+/// The `/healthz` socket is a monitor's: waited for, but not counted.
 pub async fn record_activity(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
-    if path != "/healthz" && path != "/healthz/" {
+    let counts = path != "/healthz" && path != "/healthz/";
+    if counts {
         state.heart.record_activity();
     }
-    next.run(req).await
+    let slot = req.extensions().get::<ConnectionSlot>().cloned();
+    let res = next.run(req).await;
+    if res.status() == StatusCode::SWITCHING_PROTOCOLS
+        && let Some(slot) = slot
+    {
+        if counts {
+            slot.hold(state.heart.connection_guard());
+        }
+        slot.hold(state.lifecycle.upgraded_token());
+    }
+    res
 }
 
 /// `GET /healthz`: JSON health; as a WebSocket, one health event per message received.
@@ -292,7 +308,7 @@ async fn healthz(State(state): State<AppState>, ws: Result<WebSocketUpgrade, Web
     match ws {
         Ok(ws) => {
             let lifecycle = state.lifecycle.clone();
-            ws.on_upgrade(move |socket| lifecycle.connection((), health_socket(socket, state))).into_response()
+            ws.on_upgrade(move |socket| lifecycle.connection(health_socket(socket, state))).into_response()
         }
         Err(_) => axum::Json(state.heart.health()).into_response(),
     }

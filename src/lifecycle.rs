@@ -24,6 +24,7 @@ use std::time::Duration;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use crate::app::{AppState, router};
 use crate::auth::session::Sessions;
@@ -83,25 +84,25 @@ impl Lifecycle {
         });
     }
 
-    /// Wraps the task serving one upgraded connection (a WebSocket, proxied or ours), holding
-    /// `guard` (normally [`crate::heart::Heart::connection_guard`], so an open tab keeps the
-    /// server alive) until the task ends. When shutdown begins the task gets [`CLOSE_GRACE`] to
-    /// end by itself (watch [`Lifecycle::shutting_down`] to send a Close frame), then it is
-    /// dropped, which closes its sockets. Spawn the result, or return it from
-    /// `WebSocketUpgrade::on_upgrade`:
+    /// Wraps the task serving one upgraded connection (a WebSocket, proxied or ours) so that
+    /// shutdown can end it. When shutdown begins the task gets [`CLOSE_GRACE`] to end by itself
+    /// (watch [`Lifecycle::shutting_down`] to send a Close frame), then it is dropped, which
+    /// closes its sockets. Spawn the result, or return it from `WebSocketUpgrade::on_upgrade`:
     ///
     /// ```ignore
-    /// let guard = state.heart.connection_guard();
-    /// tokio::spawn(state.lifecycle.connection(guard, splice(client, upstream)));
+    /// // after the upstream answered 101 and the client's upgrade resolved:
+    /// tokio::spawn(state.lifecycle.connection(splice(client, upstream)));
     /// ```
-    pub fn connection<G, F>(&self, guard: G, task: F) -> impl Future<Output = ()> + Send + use<G, F>
+    ///
+    /// (Counting the connection for the heartbeat and the idle timeout needs nothing: the server
+    /// does it for every `101`, see [`crate::server::slot`].) A task that is not wrapped is still
+    /// waited for at shutdown, but only until [`Lifecycle::finish`]'s bound runs out.
+    pub fn connection<F>(&self, task: F) -> impl Future<Output = ()> + Send + use<F>
     where
-        G: Send + 'static,
         F: Future<Output = ()> + Send + 'static,
     {
         let shutdown = self.shutting_down();
         self.connections.track_future(async move {
-            let _guard = guard;
             tokio::pin!(task);
             tokio::select! {
                 _ = &mut task => return,
@@ -109,6 +110,12 @@ impl Lifecycle {
             }
             let _ = tokio::time::timeout(CLOSE_GRACE, task).await;
         })
+    }
+
+    /// A token that keeps [`Lifecycle::finish`] waiting while it is held; the heart's middleware
+    /// parks one on every upgraded connection (see [`crate::server::slot`]).
+    pub fn upgraded_token(&self) -> TaskTrackerToken {
+        self.connections.token()
     }
 
     /// Upgraded connections being served now.
@@ -283,7 +290,7 @@ mod tests {
     async fn an_open_connection_holds_off_the_idle_timeout() {
         let home = tempfile::tempdir().unwrap();
         let (state, listener) = state_and_listener(home.path(), &["--idle-timeout-seconds", "61"]).await;
-        // A browser tab: a WebSocket served under the lifecycle, holding a heart guard.
+        // A browser tab: what the server parks on an upgraded connection (see the next test).
         let tab = state.heart.connection_guard();
         let server = tokio::spawn(run(state.clone(), listener, None, std::future::pending()));
 
@@ -309,11 +316,17 @@ mod tests {
         // One connection that says goodbye when asked, one that never ends by itself.
         let (bye_tx, bye_rx) = tokio::sync::oneshot::channel();
         let polite = state.lifecycle.shutting_down();
-        tokio::spawn(state.lifecycle.connection(state.heart.connection_guard(), async move {
+        let guard = state.heart.connection_guard();
+        tokio::spawn(state.lifecycle.connection(async move {
+            let _guard = guard;
             polite.await;
             let _ = bye_tx.send("close frame sent");
         }));
-        tokio::spawn(state.lifecycle.connection(state.heart.connection_guard(), std::future::pending()));
+        let guard = state.heart.connection_guard();
+        tokio::spawn(state.lifecycle.connection(async move {
+            let _guard = guard;
+            std::future::pending::<()>().await;
+        }));
         tokio::task::yield_now().await;
         assert_eq!(state.lifecycle.open_connections(), 2);
         assert_eq!(state.heart.open_connections(), 2);
@@ -324,5 +337,77 @@ mod tests {
         assert_eq!(state.lifecycle.open_connections(), 0, "the stubborn one was dropped");
         assert_eq!(state.heart.open_connections(), 0, "and its guard released");
         assert_eq!(state.lifecycle.background_tasks(), 0);
+    }
+
+    /// Through the real server: a WebSocket, whoever serves it, counts as an open connection for
+    /// exactly as long as its socket lives, and shutdown waits for it; `/healthz`'s does not count.
+    #[tokio::test]
+    async fn every_upgraded_connection_is_counted_by_the_server() {
+        use axum::extract::ws::WebSocketUpgrade;
+        use axum::routing::get;
+        use futures_util::StreamExt;
+
+        let home = tempfile::tempdir().unwrap();
+        let (state, listener) = state_and_listener(home.path(), &[]).await;
+        let addr = listener.local_addr().unwrap();
+        // A handler that knows nothing of hearts or lifecycles, like a proxy's splice.
+        let app = axum::Router::new()
+            .route(
+                "/ws",
+                get(|ws: WebSocketUpgrade| async move {
+                    ws.on_upgrade(|mut socket| async move { while let Some(Ok(_)) = socket.recv().await {} })
+                }),
+            )
+            .merge(crate::heart::routes())
+            .layer(axum::middleware::from_fn_with_state(state.clone(), crate::heart::record_activity))
+            .with_state(state.clone());
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(server::serve(listener, app, None, async {
+            let _ = stop_rx.await;
+        }));
+
+        let connect = |path: &'static str| async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            tokio_tungstenite::client_async(format!("ws://{addr}{path}"), tcp).await.unwrap().0
+        };
+        let settle = |what: &'static str, cond: &dyn Fn() -> bool| {
+            for _ in 0..2000 {
+                if cond() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            panic!("timed out waiting for {what}");
+        };
+
+        let tab = connect("/ws").await;
+        let monitor = connect("/healthz").await;
+        // Parked before the 101 went out, so already visible.
+        assert_eq!(state.heart.open_connections(), 1, "the tab counts, the monitor does not");
+        assert_eq!(state.heart.health().status, "alive");
+        // Both are waited for at shutdown (the monitor twice: its handler also wraps itself).
+        let lifecycle = state.lifecycle.clone();
+        tokio::task::spawn_blocking(move || settle("tracking", &|| lifecycle.open_connections() == 3)).await.unwrap();
+
+        drop(tab);
+        let heart = state.heart.clone();
+        tokio::task::spawn_blocking(move || settle("the tab to close", &|| heart.open_connections() == 0))
+            .await
+            .unwrap();
+
+        // Shutdown: the monitor's socket gets a Close frame and everything ends.
+        stop_tx.send(()).unwrap();
+        state.lifecycle.begin_shutdown();
+        let mut monitor = monitor;
+        loop {
+            match monitor.next().await {
+                Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => continue,
+            }
+        }
+        drop(monitor);
+        server.await.unwrap();
+        state.lifecycle.finish().await;
+        assert_eq!(state.lifecycle.open_connections(), 0);
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod listen;
 pub mod rewind;
+pub mod slot;
 pub mod tls;
 
 use std::future::Future;
@@ -28,6 +29,8 @@ use tower::ServiceExt;
 
 pub use listen::{Accepted, BindError, Listener};
 use rewind::Rewind;
+pub use slot::ConnectionSlot;
+use slot::SlotIo;
 
 /// Facts about the connection a request came in on, available to handlers as an extension.
 #[derive(Debug, Clone, Copy)]
@@ -138,12 +141,17 @@ async fn serve_app<S>(stream: S, info: ConnInfo, app: Router, watcher: Watcher)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // The socket outlives hyper's view of it when the connection is upgraded; the slot lets
+    // middleware keep things (a heart guard) for exactly as long as the socket lives.
+    let slot = ConnectionSlot::default();
+    let io = SlotIo::new(stream, slot.clone());
     let svc = app.map_request(move |mut req: Request<Incoming>| {
         req.extensions_mut().insert(info);
+        req.extensions_mut().insert(slot.clone());
         req
     });
     let builder = builder();
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(svc));
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(svc));
     if let Err(e) = watcher.watch(conn.into_owned()).await {
         tracing::trace!("connection ended with an error: {e}");
     }
