@@ -60,7 +60,7 @@ pub struct UpdateChecker {
     /// Held while fetching; whoever waited for it reuses the result (see `latest_shared`).
     fetching: tokio::sync::Mutex<()>,
     /// Fetches finished so far, and the last one's result.
-    last: Mutex<(u64, Result<String, String>)>,
+    last: Mutex<(u64, Result<UpdateCache, String>)>,
 }
 
 impl std::fmt::Debug for UpdateChecker {
@@ -94,25 +94,21 @@ impl UpdateChecker {
 
     /// The cached answer while it is fresh (unless `force`), else a fetched one.
     pub async fn check(&self, force: bool) -> UpdateStatus {
-        let now = self.clock.now_ms();
-        if !force
-            && let Some(cache) = self.settings.get().update
-            && cache.checked <= now
-            && now - cache.checked < CACHE_TTL.as_millis() as u64
-        {
+        if !force && let Some(cache) = self.fresh_cache() {
             return self.status(cache);
         }
-        match self.latest_shared().await {
-            Ok(version) => {
-                let cache = UpdateCache { checked: self.clock.now_ms(), version };
-                self.settings.write(Settings { update: Some(cache.clone()), ..Default::default() });
-                self.status(cache)
-            }
+        match self.latest_shared(force).await {
+            Ok(cache) => self.status(cache),
             Err(e) => {
                 tracing::error!(error = %e, "Failed to get latest version");
-                self.status(UpdateCache { checked: now, version: UNKNOWN.into() })
+                self.status(UpdateCache { checked: self.clock.now_ms(), version: UNKNOWN.into() })
             }
         }
+    }
+
+    fn fresh_cache(&self) -> Option<UpdateCache> {
+        let now = self.clock.now_ms();
+        self.settings.get().update.filter(|c| c.checked <= now && now - c.checked < CACHE_TTL.as_millis() as u64)
     }
 
     fn status(&self, cache: UpdateCache) -> UpdateStatus {
@@ -124,19 +120,26 @@ impl UpdateChecker {
         }
     }
 
-    /// One upstream request at a time; a caller that waited while another fetched takes that
-    /// result instead of asking again.
-    async fn latest_shared(&self) -> Result<String, String> {
+    /// One upstream request at a time. A caller that waited while another fetched takes that
+    /// result (or, unforced, the cache it filled) instead of asking again.
+    async fn latest_shared(&self, force: bool) -> Result<UpdateCache, String> {
         let seen = self.last.lock().unwrap().0;
         let _fetching = self.fetching.lock().await;
+        if !force && let Some(cache) = self.fresh_cache() {
+            return Ok(cache);
+        }
         {
             let last = self.last.lock().unwrap();
             if last.0 > seen {
                 return last.1.clone();
             }
         }
-        let result = self.fetch().await;
-        *self.last.lock().unwrap() = (seen + 1, result.clone());
+        let result = self.fetch().await.map(|version| UpdateCache { checked: self.clock.now_ms(), version });
+        if let Ok(cache) = &result {
+            self.settings.write(Settings { update: Some(cache.clone()), ..Default::default() });
+        }
+        let mut last = self.last.lock().unwrap();
+        *last = (last.0 + 1, result.clone());
         result
     }
 

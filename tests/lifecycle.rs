@@ -116,6 +116,11 @@ impl Proxy {
 }
 
 async fn relay(req: hyper::Request<hyper::body::Incoming>, log: Arc<Mutex<Vec<String>>>) -> Response {
+    if req.method() == hyper::Method::CONNECT {
+        // An HTTPS tunnel request: recorded, and refused (the test needs no TLS upstream).
+        log.lock().unwrap().push(format!("CONNECT {}", req.uri()));
+        return AxumStatus::BAD_GATEWAY.into_response();
+    }
     log.lock().unwrap().push(req.uri().to_string());
     let authority = req.uri().authority().expect("a proxy request has an absolute target").to_string();
     let (mut parts, body) = req.into_parts();
@@ -286,6 +291,17 @@ async fn update_check_honours_the_proxy_environment() {
     let r = c.get_with("/update/check?force=true", &[("cookie", &cookie)]).await.json();
     assert_eq!(r["latest"], "3.0.0");
     assert_eq!(proxy.seen().len(), 1, "NO_PROXY bypasses the proxy");
+    assert_eq!(releases.hits(), 2);
+    drop(s);
+
+    // HTTPS_PROXY: an https feed is reached through a CONNECT tunnel (refused here).
+    let https = url.replace("http://", "https://");
+    let s = start(&home, &["--update-url", &https], &[("HTTPS_PROXY", &proxy.url())]);
+    let c = s.client();
+    let cookie = c.login("pw").await;
+    let r = c.get_with("/update/check?force=true", &[("cookie", &cookie)]).await.json();
+    assert_eq!(r["latest"], "unknown");
+    assert_eq!(proxy.seen()[1], format!("CONNECT {}", releases.addr));
     assert_eq!(releases.hits(), 2);
     drop(s);
 
