@@ -51,7 +51,8 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// left. Returns only when every connection task has ended.
 ///
 /// Upgraded connections (WebSockets) leave hyper once upgraded, so neither the grace period nor
-/// the forced close reaches them: whoever serves them runs them under
+/// the forced close reaches them. They are counted and waited for through their connection's
+/// [`ConnectionSlot`]; to be ended promptly at shutdown, whoever serves one runs it under
 /// [`crate::lifecycle::Lifecycle::connection`].
 pub async fn serve(
     listener: Listener,
