@@ -14,9 +14,13 @@ use crate::auth::limiter::LoginLimiter;
 use crate::auth::password::{PasswordChecker, PasswordMethod};
 use crate::auth::session::{FileStore, SessionStore, Sessions};
 use crate::cli::{AuthMode, CliError, Config};
+use crate::clock::{Clock, SystemClock};
 use crate::heart::Heart;
 use crate::i18n::Strings;
+use crate::lifecycle::Lifecycle;
 use crate::pages::Pages;
+use crate::settings::SettingsStore;
+use crate::update::UpdateChecker;
 use crate::vscode::VsCode;
 use crate::vscode::build::Build;
 
@@ -30,6 +34,11 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     pub heart: Arc<Heart>,
     pub pages: Arc<Pages>,
+    /// `coder.json` in the user-data-dir.
+    pub settings: Arc<SettingsStore>,
+    pub update: Arc<UpdateChecker>,
+    /// Shutdown token and trackers: background tasks and upgraded connections go through it.
+    pub lifecycle: Lifecycle,
     pub vscode: Arc<VsCode>,
 }
 
@@ -61,12 +70,19 @@ impl AppState {
             secure_cookies: config.tls.is_some(),
             trusted_proxies: config.trusted_proxies.clone(),
         };
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let settings = Arc::new(SettingsStore::open_in(&config.user_data_dir));
+        let update = UpdateChecker::new(&config.update_url, crate::cli::help::VERSION, settings.clone(), clock.clone());
+        let lifecycle = Lifecycle::new();
         Ok(AppState {
-            vscode: Arc::new(VsCode::new(&config, build)?),
+            vscode: Arc::new(VsCode::new(&config, build, lifecycle.clone())?),
             pages: Arc::new(Pages::new(&config, strings)),
+            heart: Arc::new(Heart::new(clock, Some(config.paths.data.join("heartbeat")))),
             config: Arc::new(config),
             auth: Arc::new(auth),
-            heart: Arc::new(Heart::default()),
+            settings,
+            update: Arc::new(update),
+            lifecycle,
         })
     }
 
@@ -90,6 +106,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::assets::routes())
         .merge(crate::heart::routes())
         .merge(crate::auth::routes())
+        .merge(crate::update::routes())
         .layer(middleware::from_fn(security_headers))
         .layer(DefaultBodyLimit::max(BODY_LIMIT));
     Router::new()

@@ -1,12 +1,11 @@
 //! The `code-server` binary: reads the configuration, then wires the pieces together.
 
 use std::process::ExitCode;
-use std::time::Duration;
 
-use code_server::app::{AppState, router};
+use code_server::app::AppState;
 use code_server::cli::{self, AuthMode, Command, Config, Environment, PasswordSource, Tls};
 use code_server::server::{self, Listener};
-use code_server::{logging, net, session_socket, vscode};
+use code_server::{lifecycle, logging, session_socket, vscode};
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args_os().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
@@ -44,7 +43,6 @@ fn main() -> ExitCode {
         }
     }
     logging::init(config.log_level);
-    net::install_crypto_provider();
     for note in &loaded.notes {
         tracing::info!("{note}");
     }
@@ -140,51 +138,12 @@ async fn serve(config: Config) -> Result<(), String> {
     }
     let listener = Listener::bind(&config.listen).await.map_err(|e| e.to_string())?;
     log_startup(&config, &listener, tls.as_ref().map(|t| t.cert_path.as_path()));
-    let registry_stop = tokio_util::sync::CancellationToken::new();
-    let registry = tokio::spawn(session_socket::serve(
-        session_socket::socket_path(&config),
-        registry_stop.clone().cancelled_owned(),
-    ));
+    // The editor-session registry lives as long as the server.
+    let registry = session_socket::socket_path(&config);
+    state.lifecycle.spawn("session registry", |t| session_socket::serve(registry, t.cancelled_owned()));
 
-    // Sessions record use lazily and expire quietly: now and then drop the expired ones and
-    // write the rest out (and once more at shutdown).
-    let sessions = state.auth.sessions.clone();
-    let flusher = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(60));
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            if let Err(e) = sessions.prune().await {
-                tracing::warn!("{e}");
-            }
-            if let Err(e) = sessions.flush().await {
-                tracing::warn!("{e}");
-            }
-        }
-    });
-
-    let shutdown = async {
-        server::shutdown_signal().await;
-        tracing::info!("Shutting down");
-        // A second signal means "now".
-        tokio::spawn(async {
-            server::shutdown_signal().await;
-            tracing::warn!("Second signal: exiting immediately");
-            std::process::exit(0);
-        });
-    };
-    server::serve(listener, router(state.clone()), tls.map(|t| t.config), shutdown).await;
-    state.vscode.shutdown.cancel();
-    // The group gets SIGTERM, then SIGKILL after a grace period; wait for that to finish.
-    if tokio::time::timeout(Duration::from_secs(10), state.vscode.supervisor.stopped()).await.is_err() {
-        tracing::warn!("VS Code did not stop in time");
-    }
-    registry_stop.cancel();
-    let _ = registry.await;
-    flusher.abort();
-    if let Err(e) = state.auth.sessions.flush().await {
-        tracing::warn!("{e}");
-    }
+    // Both ways of stopping (a signal, the idle timeout) are a clean exit.
+    lifecycle::run(state, listener, tls.map(|t| t.config), lifecycle::first_signal()).await;
     Ok(())
 }
 

@@ -200,6 +200,8 @@ pub struct Config {
     pub idle_timeout: Option<Duration>,
     pub disable_telemetry: bool,
     pub disable_update_check: bool,
+    /// Where `/update/check` reads the latest release (`--update-url`, `$CODE_SERVER_UPDATE_URL`).
+    pub update_url: String,
     pub disable_file_downloads: bool,
     pub disable_file_uploads: bool,
     pub disable_workspace_trust: bool,
@@ -435,6 +437,17 @@ pub fn resolve(
         .map(PathBuf::from)
         .or_else(|| env_nonempty("CODE_SERVER_VSCODE_DIR").map(|p| parse::absolute(cwd, Path::new(p))));
 
+    let update_url = m
+        .str("update-url")
+        .or_else(|| env_nonempty("CODE_SERVER_UPDATE_URL"))
+        .unwrap_or(crate::update::DEFAULT_URL)
+        .trim()
+        .to_string();
+    match url::Url::parse(&update_url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => {}
+        _ => return Err(CliError::new(format!("--update-url must be an http or https URL, got {update_url:?}"))),
+    }
+
     let extensions = ExtensionCommands {
         list: m.flag("list-extensions"),
         install: m.list("install-extension").to_vec(),
@@ -472,6 +485,7 @@ pub fn resolve(
         idle_timeout: idle_seconds.map(Duration::from_secs),
         disable_telemetry: m.flag("disable-telemetry"),
         disable_update_check: m.flag("disable-update-check"),
+        update_url,
         disable_file_downloads: m.flag("disable-file-downloads") || env_flag("CS_DISABLE_FILE_DOWNLOADS"),
         disable_file_uploads: m.flag("disable-file-uploads"),
         disable_workspace_trust: m.flag("disable-workspace-trust"),

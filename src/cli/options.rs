@@ -257,6 +257,13 @@ pub static OPTIONS: &[OptSpec] = &[
             "Addresses of reverse proxies whose X-Forwarded-For header is believed when telling clients apart\n(login rate limit, logs). Default: none.",
         ),
     ),
+    opt(
+        "update-url",
+        Str,
+        Some(
+            "URL of the latest-release JSON (GitHub's releases/latest format) that /update/check reads.\nAlso read from $CODE_SERVER_UPDATE_URL.",
+        ),
+    ),
 ];
 
 /// Looks an option up by its long name.

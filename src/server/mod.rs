@@ -4,6 +4,7 @@
 
 pub mod listen;
 pub mod rewind;
+pub mod slot;
 pub mod tls;
 
 use std::future::Future;
@@ -22,10 +23,14 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 pub use listen::{Accepted, BindError, Listener};
 use rewind::Rewind;
+pub use slot::ConnectionSlot;
+use slot::SlotIo;
 
 /// Facts about the connection a request came in on, available to handlers as an extension.
 #[derive(Debug, Clone, Copy)]
@@ -41,8 +46,14 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Serves `app` on `listener` until `shutdown` resolves, then stops accepting, gives in-flight
-/// requests [`SHUTDOWN_GRACE`] to finish, and removes our socket file.
+/// Serves `app` on `listener` until `shutdown` resolves, then stops accepting, removes our
+/// socket file, gives in-flight requests [`SHUTDOWN_GRACE`] to finish, and closes whatever is
+/// left. Returns only when every connection task has ended.
+///
+/// Upgraded connections (WebSockets) leave hyper once upgraded, so neither the grace period nor
+/// the forced close reaches them. They are counted and waited for through their connection's
+/// [`ConnectionSlot`]; to be ended promptly at shutdown, whoever serves one runs it under
+/// [`crate::lifecycle::Lifecycle::connection`].
 pub async fn serve(
     listener: Listener,
     app: Router,
@@ -50,6 +61,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let graceful = GracefulShutdown::new();
+    // Every connection task, so none outlives this function; cancelling `force` ends them.
+    let tasks = TaskTracker::new();
+    let force = CancellationToken::new();
     let acceptor = tls.map(TlsAcceptor::from);
     tokio::pin!(shutdown);
     loop {
@@ -69,10 +83,10 @@ pub async fn serve(
         let (app, acceptor, watcher) = (app.clone(), acceptor.clone(), graceful.watcher());
         match accepted {
             Accepted::Tcp(s, peer) => {
-                tokio::spawn(handle(s, Some(peer), app, acceptor, watcher));
+                tasks.spawn(force.clone().run_until_cancelled_owned(handle(s, Some(peer), app, acceptor, watcher)));
             }
             Accepted::Unix(s) => {
-                tokio::spawn(handle(s, None, app, acceptor, watcher));
+                tasks.spawn(force.clone().run_until_cancelled_owned(handle(s, None, app, acceptor, watcher)));
             }
         }
     }
@@ -81,6 +95,9 @@ pub async fn serve(
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
         tracing::warn!("Some connections did not finish within {}s; closing them", SHUTDOWN_GRACE.as_secs());
     }
+    force.cancel();
+    tasks.close();
+    tasks.wait().await;
 }
 
 async fn handle<S>(
@@ -125,12 +142,17 @@ async fn serve_app<S>(stream: S, info: ConnInfo, app: Router, watcher: Watcher)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // The socket outlives hyper's view of it when the connection is upgraded; the slot lets
+    // middleware keep things (a heart guard) for exactly as long as the socket lives.
+    let slot = ConnectionSlot::default();
+    let io = SlotIo::new(stream, slot.clone());
     let svc = app.map_request(move |mut req: Request<Incoming>| {
         req.extensions_mut().insert(info);
+        req.extensions_mut().insert(slot.clone());
         req
     });
     let builder = builder();
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(svc));
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(svc));
     if let Err(e) = watcher.watch(conn.into_owned()).await {
         tracing::trace!("connection ended with an error: {e}");
     }

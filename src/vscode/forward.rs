@@ -82,15 +82,18 @@ pub async fn forward_http(
     Ok(res)
 }
 
+/// The spliced byte stream of one WebSocket, to be spawned by the caller.
+pub type Tunnel = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 /// Forwards a WebSocket upgrade: sends the handshake with its headers untouched, and if VS Code
-/// answers 101, splices the two upgraded connections byte for byte until either side closes.
-/// Any other answer is passed back as is.
+/// answers 101, returns that answer and the tunnel that splices the two upgraded connections
+/// byte for byte until either side closes (no re-framing, no idle timeout). Any other answer is
+/// passed back as is, without a tunnel.
 pub async fn forward_websocket(
     socket: &Path,
     mut req: Request<Body>,
     session_cookie: &str,
-    guard: impl Send + 'static,
-) -> Result<Response<Body>, ForwardError> {
+) -> Result<(Response<Body>, Option<Tunnel>), ForwardError> {
     let client_upgrade = hyper::upgrade::on(&mut req);
     let req = prepare(req, session_cookie);
     let stream = UnixStream::connect(socket).await.map_err(ForwardError::Connect)?;
@@ -103,12 +106,10 @@ pub async fn forward_websocket(
     let (parts, _) = req.into_parts();
     let mut upstream = sender.send_request(Request::from_parts(parts, Body::empty())).await?;
     if upstream.status() != StatusCode::SWITCHING_PROTOCOLS {
-        return Ok(upstream.map(Body::new));
+        return Ok((upstream.map(Body::new), None));
     }
     let upstream_upgrade = hyper::upgrade::on(&mut upstream);
-    tokio::spawn(async move {
-        // Held for the life of the tunnel (e.g. to count open WebSockets as activity).
-        let _guard = guard;
+    let tunnel: Tunnel = Box::pin(async move {
         match tokio::try_join!(client_upgrade, upstream_upgrade) {
             Ok((client, vscode)) => {
                 let (mut client, mut vscode) = (TokioIo::new(client), TokioIo::new(vscode));
@@ -120,7 +121,7 @@ pub async fn forward_websocket(
         }
     });
     let (parts, _) = upstream.into_parts();
-    Ok(Response::from_parts(parts, Body::empty()))
+    Ok((Response::from_parts(parts, Body::empty()), Some(tunnel)))
 }
 
 #[cfg(test)]

@@ -20,7 +20,6 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 use tower_http::services::ServeDir;
 
@@ -28,6 +27,7 @@ use crate::app::AppState;
 use crate::auth::Authenticated;
 use crate::cli::{AuthMode, CliError, Config};
 use crate::error::AppError;
+use crate::lifecycle::Lifecycle;
 use crate::relative::{Query, found, location};
 use build::Build;
 use supervisor::{Launch, NotReady, Supervisor};
@@ -38,15 +38,16 @@ const READY_WAIT: Duration = Duration::from_secs(20);
 /// VS Code as the rest of the server sees it.
 pub struct VsCode {
     pub supervisor: Arc<Supervisor>,
-    /// Cancelled at shutdown: stops the child's process group.
-    pub shutdown: CancellationToken,
+    /// Runs the supervisor as a background task and the WebSocket tunnels as connections, so
+    /// shutdown stops them.
+    lifecycle: Lifecycle,
     mint_key_file: PathBuf,
     mint_key: tokio::sync::OnceCell<[u8; 32]>,
     static_files: ServeDir,
 }
 
 impl VsCode {
-    pub fn new(config: &Config, build: Build) -> Result<VsCode, CliError> {
+    pub fn new(config: &Config, build: Build, lifecycle: Lifecycle) -> Result<VsCode, CliError> {
         let runtime_dir = config.paths.runtime.clone();
         let launch = Launch { args: server_args(config, &build)?, env: child_env(config), runtime_dir, build };
         let static_files = ServeDir::new(&launch.build.root)
@@ -55,7 +56,7 @@ impl VsCode {
             .append_index_html_on_directories(false);
         Ok(VsCode {
             supervisor: Arc::new(Supervisor::new(launch)),
-            shutdown: CancellationToken::new(),
+            lifecycle,
             mint_key_file: config.user_data_dir.join("serve-web-key-half"),
             mint_key: tokio::sync::OnceCell::new(),
             static_files,
@@ -72,7 +73,10 @@ impl VsCode {
         if let Err(e) = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
             return Err(AppError::internal(format!("cannot create {}: {e}", dir.display())));
         }
-        self.supervisor.start(self.shutdown.clone());
+        if self.supervisor.claim_start() {
+            let supervisor = self.supervisor.clone();
+            self.lifecycle.spawn("vscode supervisor", |token| async move { supervisor.run(token).await });
+        }
         match self.supervisor.ready(READY_WAIT).await {
             Ok((socket, _)) => Ok(socket),
             Err(NotReady::Stopped) => {
@@ -256,8 +260,12 @@ async fn workbench(State(state): State<AppState>, req: Request) -> Result<Respon
             return Err(AppError::unauthorized());
         }
         let socket = state.vscode.socket().await?;
-        let guard = ();
-        return forward::forward_websocket(&socket, req, &state.auth.cookie_name, guard).await.map_err(unreachable);
+        let (res, tunnel) =
+            forward::forward_websocket(&socket, req, &state.auth.cookie_name).await.map_err(unreachable)?;
+        if let Some(tunnel) = tunnel {
+            tokio::spawn(state.lifecycle.connection(tunnel));
+        }
+        return Ok(res);
     }
 
     let path = req.uri().path().to_string();

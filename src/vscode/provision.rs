@@ -158,7 +158,7 @@ async fn provision(target: &Path, parent: &Path) -> Result<Build, ProvisionError
 
 async fn provision_into(staging: &Path) -> Result<(), ProvisionError> {
     std::fs::create_dir_all(staging).map_err(|e| failed(format!("creating {}", staging.display()), e))?;
-    let client = crate::net::client().map_err(|e| failed("starting the HTTP client", e))?;
+    let client = crate::net::download_client().map_err(|e| failed("starting the HTTP client", e))?;
     let registry = registry();
     let node_pkg = node_package();
     for (pkg, version, dir) in [
@@ -215,7 +215,7 @@ async fn fetch_package(
         client.get(&manifest_url).header("accept", "application/json").send().await?.error_for_status()?.json().await
     }
     .await
-    .map_err(|e| failed(format!("fetching {manifest_url}"), e))?;
+    .map_err(|e| failed(format!("fetching {manifest_url}"), crate::net::error_chain(&e)))?;
     let dist = manifest.dist;
 
     let tmp = dest.with_extension("tgz");
@@ -250,7 +250,7 @@ async fn download(
     path: &Path,
     label: &str,
 ) -> Result<(Vec<u8>, Vec<u8>), ProvisionError> {
-    let fail = |e: &dyn std::fmt::Display| failed(format!("downloading {url}"), e);
+    let fail = |e: &dyn std::error::Error| failed(format!("downloading {url}"), crate::net::error_chain(e));
     let mut res = client.get(url).send().await.and_then(|r| r.error_for_status()).map_err(|e| fail(&e))?;
     let mut progress = Progress::new(format!("Downloading {label}"), res.content_length());
     let mut file = std::fs::File::create(path).map_err(|e| fail(&e))?;

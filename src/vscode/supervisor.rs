@@ -108,13 +108,9 @@ impl Supervisor {
         self.recent.lock().unwrap().iter().cloned().collect()
     }
 
-    /// Starts the supervision loop the first time it is called; later calls do nothing.
-    pub fn start(self: &std::sync::Arc<Self>, cancel: CancellationToken) {
-        if self.started.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        let this = self.clone();
-        tokio::spawn(async move { this.run(cancel).await });
+    /// True exactly once: for the caller that should start [`Supervisor::run`].
+    pub fn claim_start(&self) -> bool {
+        !self.started.swap(true, Ordering::SeqCst)
     }
 
     /// Resolves once supervision has ended (after the shutdown token is cancelled), i.e. the
@@ -156,7 +152,8 @@ impl Supervisor {
         }
     }
 
-    async fn run(&self, cancel: CancellationToken) {
+    /// Supervises the child until `cancel`, then stops its process group.
+    pub async fn run(&self, cancel: CancellationToken) {
         let mut backoff = Duration::from_secs(1);
         loop {
             if cancel.is_cancelled() {
