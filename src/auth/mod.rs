@@ -21,30 +21,6 @@ use session::Sessions;
 
 pub use login::routes;
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn remove_cookie_keeps_the_others() {
-        let mut h = HeaderMap::new();
-        h.append("cookie", "a=1;code-server-session=x; b=%20two".parse().unwrap());
-        h.append("cookie", "code-server-session=y".parse().unwrap());
-        remove_cookie(&mut h, "code-server-session");
-        assert_eq!(h.get_all("cookie").iter().count(), 1);
-        assert_eq!(h["cookie"], "a=1; b=%20two");
-        let mut h = HeaderMap::new();
-        h.append("cookie", "code-server-session=x".parse().unwrap());
-        remove_cookie(&mut h, "code-server-session");
-        assert!(h.get("cookie").is_none());
-        // A similarly named cookie stays.
-        let mut h = HeaderMap::new();
-        h.append("cookie", "code-server-session-dev=x".parse().unwrap());
-        remove_cookie(&mut h, "code-server-session");
-        assert_eq!(h["cookie"], "code-server-session-dev=x");
-    }
-}
-
 /// Everything authentication needs at request time.
 pub struct Auth {
     pub mode: AuthMode,
@@ -156,5 +132,29 @@ impl FromRequestParts<AppState> for Authenticated {
         } else {
             Err(AppError::unauthorized())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remove_cookie_keeps_the_others() {
+        let mut h = HeaderMap::new();
+        h.append("cookie", "a=1;code-server-session=x; b=%20two".parse().unwrap());
+        h.append("cookie", "code-server-session=y".parse().unwrap());
+        remove_cookie(&mut h, "code-server-session");
+        assert_eq!(h.get_all("cookie").iter().count(), 1);
+        assert_eq!(h["cookie"], "a=1; b=%20two");
+        let mut h = HeaderMap::new();
+        h.append("cookie", "code-server-session=x".parse().unwrap());
+        remove_cookie(&mut h, "code-server-session");
+        assert!(h.get("cookie").is_none());
+        // A similarly named cookie stays.
+        let mut h = HeaderMap::new();
+        h.append("cookie", "code-server-session-dev=x".parse().unwrap());
+        remove_cookie(&mut h, "code-server-session");
+        assert_eq!(h["cookie"], "code-server-session-dev=x");
     }
 }

@@ -292,27 +292,25 @@ impl Supervisor {
     }
 
     /// Logs each line at debug, keeps the recent ones, and reports the readiness line.
-    fn read_output(
+    async fn read_output(
         &self,
         pipe: Box<dyn AsyncRead + Unpin + Send>,
         stream: &'static str,
         ready: tokio::sync::mpsc::Sender<()>,
-    ) -> impl std::future::Future<Output = ()> + Send + '_ {
-        async move {
-            let mut lines = tokio::io::BufReader::new(pipe).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                if line.trim().is_empty() {
-                    continue;
-                }
-                tracing::debug!("vscode {stream}: {line}");
-                if line.contains(READY_LINE) {
-                    let _ = ready.try_send(());
-                }
-                let mut recent = self.recent.lock().unwrap();
-                recent.push_back(line);
-                if recent.len() > RECENT_LINES {
-                    recent.pop_front();
-                }
+    ) {
+        let mut lines = tokio::io::BufReader::new(pipe).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.trim().is_empty() {
+                continue;
+            }
+            tracing::debug!("vscode {stream}: {line}");
+            if line.contains(READY_LINE) {
+                let _ = ready.try_send(());
+            }
+            let mut recent = self.recent.lock().unwrap();
+            recent.push_back(line);
+            if recent.len() > RECENT_LINES {
+                recent.pop_front();
             }
         }
     }
