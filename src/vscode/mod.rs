@@ -29,6 +29,7 @@ use crate::cli::{AuthMode, CliError, Config};
 use crate::error::AppError;
 use crate::lifecycle::Lifecycle;
 use crate::relative::{Query, found, location};
+use crate::settings::Settings;
 use build::Build;
 use supervisor::{Launch, NotReady, Supervisor};
 
@@ -279,8 +280,42 @@ async fn workbench(State(state): State<AppState>, req: Request) -> Result<Respon
         }
         return Err(AppError::unauthorized());
     }
+    if is_root(&path) && req.method() == Method::GET {
+        let query = Query::parse(req.uri().query());
+        if let Some(location) = last_opened(&state, &path, &query) {
+            return Ok(found(&location));
+        }
+        // Remember what was opened, so the next bare visit comes back to it (`?ew=true`, an
+        // empty window, replaces the memory and stops the redirects).
+        state.settings.write(Settings { query: Some(query.0.into_iter().collect()), ..Default::default() });
+    }
     let socket = state.vscode.socket().await?;
     forward::forward_http(&socket, req, &state.auth.cookie_name).await.map_err(unreachable)
+}
+
+/// Where a bare visit to the workbench should go (spec §3.10.1): the folder or workspace opened
+/// last (from `coder.json`, unless `--ignore-last-opened`), else the last path given on the
+/// command line: a `.code-workspace` file as a workspace, a directory (or a path that does not
+/// exist yet) as a folder, any other file as nothing.
+fn last_opened(state: &AppState, path: &str, query: &Query) -> Option<String> {
+    if ["folder", "workspace", "ew"].iter().any(|k| query.get(k).is_some()) {
+        return None;
+    }
+    let here = |overrides: &[(&str, Option<&str>)]| location(path, query, path, overrides);
+    if !state.config.ignore_last_opened
+        && let Some(last) = state.settings.get().query
+    {
+        let (folder, workspace) = (last.get("folder").map(String::as_str), last.get("workspace").map(String::as_str));
+        if folder.is_some() || workspace.is_some() {
+            return Some(here(&[("folder", folder), ("workspace", workspace)]));
+        }
+    }
+    let last = state.config.paths_to_open.last()?;
+    let text = last.to_string_lossy();
+    if last.is_file() {
+        return (last.extension().is_some_and(|e| e == "code-workspace")).then(|| here(&[("workspace", Some(&text))]));
+    }
+    Some(here(&[("folder", Some(&text))]))
 }
 
 fn unreachable(e: forward::ForwardError) -> AppError {

@@ -5,6 +5,8 @@
 //   CS_FILE       name of a file in the opened folder to edit (e.g. hello.txt)
 //   CS_EXTENSION  display name of an extension installed beforehand
 //   CS_KILL_CMD   shell command that SIGKILLs the VS Code server (optional)
+//   CS_OPEN_CMD   shell command running `code-server FILE` against this instance (optional)
+//   CS_OPEN_FILE  the file name that command opens
 //   CHROMIUM      browser executable (default /usr/bin/chromium)
 // Prints one line per step; exits non-zero with the failing step on error.
 import { chromium } from "playwright-core";
@@ -102,6 +104,13 @@ try {
     step = "installed extension appears in the Extensions view";
     await runCommand("Extensions: Show Installed Extensions");
     await page.locator(".extensions-viewlet .extension-list-item", { hasText: extension }).first().waitFor();
+    done(step);
+  }
+
+  if (process.env.CS_OPEN_CMD) {
+    step = "code-server FILE opens the file in this window";
+    execSync(process.env.CS_OPEN_CMD, { stdio: "inherit" });
+    await page.locator(".tabs-container .tab", { hasText: process.env.CS_OPEN_FILE }).first().waitFor();
     done(step);
   }
 

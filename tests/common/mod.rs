@@ -344,3 +344,35 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Process groups and working directories of everything alive, from /proc.
+pub fn processes() -> Vec<(u32, i32, Option<PathBuf>)> {
+    let mut out = vec![];
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { continue };
+        // pid (comm) state ppid pgrp ...: comm may contain spaces, so split after ')'.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { continue };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.first() == Some(&"Z") {
+            continue;
+        }
+        let pgrp = fields.get(2).and_then(|p| p.parse().ok()).unwrap_or(0);
+        out.push((pid, pgrp, std::fs::read_link(e.path().join("cwd")).ok()));
+    }
+    out
+}
+
+/// The pid of the VS Code server from our start-up log.
+pub fn vscode_pid(s: &Server) -> i32 {
+    let out = s.stdout_text();
+    let line = out.lines().rfind(|l| l.contains("Starting VS Code")).expect("VS Code was started");
+    line.rsplit_once("(pid ").unwrap().1.trim_end_matches(')').parse().unwrap()
+}
+
+/// Waits until no process is left in `pgid` or working in `cwd`.
+pub fn assert_no_orphans(pgid: i32, cwd: Option<&Path>) {
+    wait_until("VS Code's processes to be gone", || {
+        !processes().iter().any(|(_, g, dir)| *g == pgid || (cwd.is_some() && dir.as_deref() == cwd))
+    });
+}
