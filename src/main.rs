@@ -96,7 +96,14 @@ fn fail(msg: &str) -> ExitCode {
 /// The VS Code build to run: `--vscode-dir` as given, else ours, provisioned on first run.
 async fn vscode_build(config: &Config) -> Result<vscode::build::Build, String> {
     match &config.vscode_dir {
-        Some(dir) => vscode::build::Build::locate(dir, None).map_err(|e| e.to_string()),
+        Some(dir) => match vscode::build::Build::locate(dir, None) {
+            // code-server's lib/vscode brings no Node: fetch the runtime it needs, once.
+            Err(vscode::build::BuildError::NoNode(_)) => {
+                let node = vscode::provision::ensure_node(&config.paths.data).await.map_err(|e| e.to_string())?;
+                vscode::build::Build::locate(dir, Some(&node)).map_err(|e| e.to_string())
+            }
+            other => other.map_err(|e| e.to_string()),
+        },
         None => {
             let target = vscode::build::default_dir(&config.paths.data);
             vscode::provision::ensure(&target).await.map_err(|e| e.to_string())

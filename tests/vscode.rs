@@ -260,7 +260,14 @@ async fn options_and_a_clean_environment_reach_the_child() {
     ] {
         assert!(joined.contains(expected), "missing {expected:?} in {joined}");
     }
-    assert!(!joined.contains("ghp_secret") && !joined.contains("from-env"), "no secret on the command line");
+    // The GitHub token reaches VS Code's argument parser, but through a pipe: neither the
+    // process's command line (world-readable) nor its environment (inherited by terminals).
+    assert!(argv.iter().any(|a| a == "--github-auth=ghp_secret"), "{joined}");
+    assert!(!joined.contains("from-env"));
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", vscode_pid(&s))).unwrap();
+    assert!(!String::from_utf8_lossy(&cmdline).contains("ghp_secret"));
+    let environ = std::fs::read(format!("/proc/{}/environ", vscode_pid(&s))).unwrap();
+    assert!(!String::from_utf8_lossy(&environ).contains("ghp_secret"));
     let env = c.get_with("/env", &[("cookie", &cookie)]).await.json();
     assert_eq!(env["PASSWORD"], serde_json::Value::Null);
     assert_eq!(env["HASHED_PASSWORD"], serde_json::Value::Null);

@@ -50,7 +50,13 @@ pub struct VsCode {
 impl VsCode {
     pub fn new(config: &Config, build: Build, lifecycle: Lifecycle) -> Result<VsCode, CliError> {
         let runtime_dir = config.paths.runtime.clone();
-        let launch = Launch { args: server_args(config, &build)?, env: child_env(config), runtime_dir, build };
+        // code-server's patched build takes the GitHub token as `--github-auth`.
+        let private_args = match (&config.github_auth, &build.code_server_version) {
+            (Some(token), Some(_)) => vec![crate::cli::Secret::new(format!("--github-auth={}", token.expose()))],
+            _ => vec![],
+        };
+        let launch =
+            Launch { args: server_args(config, &build)?, env: child_env(config), runtime_dir, build, private_args };
         let static_files = ServeDir::new(&launch.build.root)
             .precompressed_br()
             .precompressed_gzip()

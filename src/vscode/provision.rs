@@ -99,18 +99,59 @@ pub async fn ensure(target: &Path) -> Result<Build, ProvisionError> {
         return Err(ProvisionError::MissingTools(missing.join(", ")));
     }
     let parent = target.parent().ok_or_else(|| failed("provisioning", "the target has no parent directory"))?;
-    std::fs::create_dir_all(parent).map_err(|e| failed(format!("creating {}", parent.display()), e))?;
-    // One provisioner at a time (several test processes or two starts may race here).
-    let lock_path = parent.join(".provision.lock");
+    locked(parent, || async {
+        match existing(target) {
+            Some(build) => Ok(build),
+            None => provision(target, parent).await,
+        }
+    })
+    .await
+}
+
+/// A Node runtime for a build that brings none (code-server's own `lib/vscode`):
+/// `<data dir>/vscode/node-<version>/bin/node`, downloaded once.
+pub async fn ensure_node(data_dir: &Path) -> Result<PathBuf, ProvisionError> {
+    let parent = data_dir.join("vscode");
+    let target = parent.join(format!("node-{NODE_VERSION}"));
+    let node = target.join("bin/node");
+    if node.is_file() {
+        return Ok(node);
+    }
+    locked(&parent, || async {
+        if node.is_file() {
+            return Ok(node.clone());
+        }
+        tracing::info!("Provisioning Node {NODE_VERSION} for the VS Code build into {}", target.display());
+        let staging = parent.join(format!(".staging-node-{}", crate::util::random_hex(4)));
+        std::fs::create_dir_all(&staging).map_err(|e| failed(format!("creating {}", staging.display()), e))?;
+        let result = async {
+            let client = crate::net::download_client().map_err(|e| failed("starting the HTTP client", e))?;
+            fetch_package(&client, &registry(), &node_package(), NODE_VERSION, &staging.join("node")).await?;
+            std::fs::rename(staging.join("node"), &target)
+                .map_err(|e| failed(format!("moving Node to {}", target.display()), e))
+        }
+        .await;
+        let _ = std::fs::remove_dir_all(&staging);
+        result.map(|()| node.clone())
+    })
+    .await
+}
+
+/// Runs `work` holding `<dir>/.provision.lock`: one provisioner at a time (several test
+/// processes, or two starts, may race here).
+async fn locked<T, F, Fut>(dir: &Path, work: F) -> Result<T, ProvisionError>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ProvisionError>>,
+{
+    std::fs::create_dir_all(dir).map_err(|e| failed(format!("creating {}", dir.display()), e))?;
+    let lock_path = dir.join(".provision.lock");
     let lock = std::fs::File::create(&lock_path).map_err(|e| failed(format!("locking {}", lock_path.display()), e))?;
     let lock = tokio::task::spawn_blocking(move || lock.lock().map(|_| lock))
         .await
         .map_err(|e| failed("locking", e))?
         .map_err(|e| failed(format!("locking {}", lock_path.display()), e))?;
-    let result = match existing(target) {
-        Some(build) => Ok(build),
-        None => provision(target, parent).await,
-    };
+    let result = work().await;
     drop(lock);
     result
 }

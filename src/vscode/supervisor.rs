@@ -56,7 +56,20 @@ pub struct Launch {
     pub env: Vec<(String, String)>,
     /// Private directory for the socket (mode 0700).
     pub runtime_dir: PathBuf,
+    /// Arguments that carry secrets (`--github-auth=...`). They reach VS Code through a pipe
+    /// read by a preload script, never through its command line (world-readable in `ps`) or its
+    /// environment (inherited by every terminal and extension).
+    pub private_args: Vec<crate::cli::Secret>,
 }
+
+/// Preloaded into Node when there are private arguments: reads them from file descriptor 3
+/// (NUL-separated) and appends them to `process.argv` before VS Code parses it.
+const PRIVATE_ARGS_PRELOAD: &str = r#"// Written by code-server: appends the arguments passed on fd 3 to process.argv.
+const fs = require("fs");
+let text = "";
+try { text = fs.readFileSync(3, "utf8"); fs.closeSync(3); } catch {}
+for (const arg of text.split("\0")) if (arg) process.argv.push(arg);
+"#;
 
 pub struct Supervisor {
     launch: Launch,
@@ -258,6 +271,10 @@ impl Supervisor {
     fn spawn(&self, socket: &Path) -> std::io::Result<tokio::process::Child> {
         let l = &self.launch;
         let mut cmd = tokio::process::Command::new(&l.build.node);
+        let private = PrivateArgs::new(&l.private_args, &l.runtime_dir)?;
+        if let Some(p) = &private {
+            cmd.arg("--require").arg(&p.preload);
+        }
         cmd.arg(l.build.root.join("out/server-main.js"))
             .arg("--socket-path")
             .arg(socket)
@@ -273,7 +290,9 @@ impl Supervisor {
             cmd.env(k, v);
         }
         let parent = std::process::id() as libc::pid_t;
-        // SAFETY: only async-signal-safe calls between fork and exec (prctl, getppid, raise).
+        let pipe = private.as_ref().map(|p| p.read_fd);
+        // SAFETY: only async-signal-safe calls between fork and exec (prctl, getppid, raise,
+        // dup2, fcntl).
         unsafe {
             cmd.pre_exec(move || {
                 // Die with us, even if we are SIGKILLed: the kernel sends SIGTERM, which lets
@@ -285,10 +304,19 @@ impl Supervisor {
                 if libc::getppid() != parent {
                     libc::raise(libc::SIGTERM);
                 }
+                if let Some(fd) = pipe {
+                    if fd == 3 {
+                        libc::fcntl(3, libc::F_SETFD, 0);
+                    } else if libc::dup2(fd, 3) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
                 Ok(())
             });
         }
-        cmd.spawn()
+        let child = cmd.spawn();
+        drop(private);
+        child
     }
 
     /// Logs each line at debug, keeps the recent ones, and reports the readiness line.
@@ -327,6 +355,49 @@ impl Supervisor {
         // Stragglers in the group (the main process may be gone already).
         unsafe { libc::kill(-pgid, libc::SIGKILL) };
         let _ = child.wait().await;
+    }
+}
+
+/// A pipe already holding the private arguments, and the preload that reads it as fd 3.
+struct PrivateArgs {
+    read_fd: libc::c_int,
+    preload: PathBuf,
+}
+
+impl PrivateArgs {
+    fn new(args: &[crate::cli::Secret], runtime_dir: &Path) -> std::io::Result<Option<PrivateArgs>> {
+        if args.is_empty() {
+            return Ok(None);
+        }
+        let preload = runtime_dir.join("private-args.cjs");
+        crate::util::atomic_write(&preload, PRIVATE_ARGS_PRELOAD.as_bytes(), 0o600)?;
+        let mut data = Vec::new();
+        for a in args {
+            data.extend_from_slice(a.expose().as_bytes());
+            data.push(0);
+        }
+        let mut fds = [0 as libc::c_int; 2];
+        // SAFETY: plain syscalls on descriptors we own; the payload is far below the pipe's
+        // capacity, so the write cannot block.
+        unsafe {
+            if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let written = libc::write(fds[1], data.as_ptr().cast(), data.len());
+            libc::close(fds[1]);
+            if written != data.len() as isize {
+                libc::close(fds[0]);
+                return Err(std::io::Error::other("could not pass private arguments to VS Code"));
+            }
+        }
+        Ok(Some(PrivateArgs { read_fd: fds[0], preload }))
+    }
+}
+
+impl Drop for PrivateArgs {
+    fn drop(&mut self) {
+        // SAFETY: our own descriptor; the child has its copy.
+        unsafe { libc::close(self.read_fd) };
     }
 }
 

@@ -124,6 +124,29 @@ impl Server {
     }
 
     pub fn start_command(cmd: &mut Command) -> Server {
+        let mut server = Server::spawn_only(cmd);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let found = server.stdout.lock().unwrap().iter().find_map(|l| listening_address(l));
+            if let Some(address) = found {
+                server.address = address;
+                return server;
+            }
+            if let Ok(Some(status)) = server.child.try_wait() {
+                std::thread::sleep(Duration::from_millis(50));
+                panic!(
+                    "code-server exited ({status}) before listening.\nstdout:\n{}\nstderr:\n{}",
+                    server.stdout_text(),
+                    server.stderr_text()
+                );
+            }
+            assert!(Instant::now() < deadline, "code-server did not start listening in time");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Spawns with captured output, without waiting for anything (killed at drop).
+    pub fn spawn_only(cmd: &mut Command) -> Server {
         let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn code-server");
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(Vec::new()));
@@ -137,23 +160,7 @@ impl Server {
                 }
             });
         }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let found = stdout.lock().unwrap().iter().find_map(|l| listening_address(l));
-            if let Some(address) = found {
-                return Server { child, address, stdout, stderr };
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                std::thread::sleep(Duration::from_millis(50));
-                panic!(
-                    "code-server exited ({status}) before listening.\nstdout:\n{}\nstderr:\n{}",
-                    stdout.lock().unwrap().join("\n"),
-                    stderr.lock().unwrap().join("\n")
-                );
-            }
-            assert!(Instant::now() < deadline, "code-server did not start listening in time");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        Server { child, address: String::new(), stdout, stderr }
     }
 
     /// `127.0.0.1:<port>` for TCP servers.
