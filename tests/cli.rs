@@ -64,6 +64,11 @@ fn help_and_version() {
     let parts: Vec<&str> = out.stdout.trim().split(' ').collect();
     assert_eq!(parts[0], env!("CARGO_PKG_VERSION"));
     assert_eq!(&parts[2..4], &["with", "Code"]);
+    // With a VS Code build present (the harness points at the shared one), its version.
+    let product: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(vscode_dir().join("code-server/lib/vscode/product.json")).unwrap())
+            .unwrap();
+    assert_eq!(parts[4], product["version"].as_str().unwrap());
 
     let out = run(&home, &["-v", "--json"], &[]);
     let v: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();

@@ -9,7 +9,6 @@ pub mod provision;
 pub mod supervisor;
 
 use std::ffi::OsString;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,10 +75,6 @@ impl VsCode {
 
     /// Starts VS Code if nobody has yet, and waits (bounded) until it accepts connections.
     async fn socket(&self) -> Result<PathBuf, AppError> {
-        let dir = self.supervisor.runtime_dir();
-        if let Err(e) = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
-            return Err(AppError::internal(format!("cannot create {}: {e}", dir.display())));
-        }
         if self.supervisor.claim_start() {
             let supervisor = self.supervisor.clone();
             self.lifecycle.spawn("vscode supervisor", |token| async move { supervisor.run(token).await });
@@ -199,7 +194,7 @@ pub(crate) fn scrub_env(cmd: &mut tokio::process::Command) {
 }
 
 fn child_env(config: &Config) -> Vec<(String, String)> {
-    let socket = config.session_socket.clone().unwrap_or_else(|| config.user_data_dir.join("code-server-ipc.sock"));
+    let socket = crate::session_socket::socket_path(config);
     vec![("CODE_SERVER_SESSION_SOCKET".into(), socket.display().to_string())]
 }
 

@@ -6,6 +6,7 @@
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Mutex;
@@ -107,11 +108,6 @@ impl Supervisor {
         &self.launch.build
     }
 
-    /// Where the child's socket lives.
-    pub fn runtime_dir(&self) -> &Path {
-        &self.launch.runtime_dir
-    }
-
     pub fn state(&self) -> State {
         self.state.borrow().clone()
     }
@@ -124,20 +120,6 @@ impl Supervisor {
     /// True exactly once: for the caller that should start [`Supervisor::run`].
     pub fn claim_start(&self) -> bool {
         !self.started.swap(true, Ordering::SeqCst)
-    }
-
-    /// Resolves once supervision has ended (after the shutdown token is cancelled), i.e. the
-    /// child's process group is gone. Immediate if VS Code was never started.
-    pub async fn stopped(&self) {
-        if !self.started.load(Ordering::SeqCst) {
-            return;
-        }
-        let mut rx = self.state.subscribe();
-        while *rx.borrow_and_update() != State::Stopped {
-            if rx.changed().await.is_err() {
-                return;
-            }
-        }
     }
 
     /// Waits (at most `wait`) for the child to accept connections; returns its socket.
@@ -198,7 +180,12 @@ impl Supervisor {
     async fn run_once(&self, cancel: &CancellationToken) -> String {
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         self.state.send_replace(State::Starting);
-        let socket = self.launch.runtime_dir.join(format!("vscode-{}-{generation}.sock", std::process::id()));
+        // The private directory for our sockets (tmp cleaners may have removed it since).
+        let dir = &self.launch.runtime_dir;
+        if let Err(e) = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+            return format!("could not be started: cannot create {} ({e})", dir.display());
+        }
+        let socket = dir.join(format!("vscode-{}-{generation}.sock", std::process::id()));
         let _ = std::fs::remove_file(&socket);
         let mut child = match self.spawn(&socket) {
             Ok(c) => c,
