@@ -23,8 +23,8 @@ fn main() -> ExitCode {
             print!("{}", cli::help::help_text());
             return ExitCode::SUCCESS;
         }
-        Command::Version { json } => {
-            println!("{}", cli::help::version_text(json, vscode_version(&env).as_deref()));
+        Command::Version { json, vscode_dir } => {
+            println!("{}", cli::help::version_text(json, vscode_version(&env, vscode_dir).as_deref()));
             return ExitCode::SUCCESS;
         }
         Command::Extensions(config) => (config, Mode::Extensions),
@@ -78,12 +78,10 @@ enum Mode {
 }
 
 /// The VS Code version for `--version`, when a build is already present (never provisions).
-fn vscode_version(env: &Environment) -> Option<String> {
+fn vscode_version(env: &Environment, flag: Option<std::path::PathBuf>) -> Option<String> {
     let paths = code_server::paths::Paths::from_env(env);
-    let dir = env
-        .get("CODE_SERVER_VSCODE_DIR")
-        .filter(|d| !d.is_empty())
-        .map(std::path::PathBuf::from)
+    let dir = flag
+        .or_else(|| env.get("CODE_SERVER_VSCODE_DIR").filter(|d| !d.is_empty()).map(std::path::PathBuf::from))
         .unwrap_or_else(|| vscode::build::default_dir(&paths.data));
     vscode::build::Build::locate(&dir, None).ok().map(|b| b.version)
 }

@@ -240,8 +240,11 @@ pub struct EnvChanges {
 #[derive(Debug)]
 pub enum Command {
     Help,
+    /// `--version`; names the VS Code version of the build at `vscode_dir` (or the default)
+    /// when one is there.
     Version {
         json: bool,
+        vscode_dir: Option<PathBuf>,
     },
     Extensions(Box<Config>),
     /// `--provision-vscode`: prepare the VS Code build and exit.
@@ -264,7 +267,8 @@ pub fn load(argv: &[String], env: &Environment, cwd: &Path) -> Result<Loaded, Cl
         return Ok(Loaded { command: Command::Help, notes: vec![] });
     }
     if cli.flag("version") {
-        return Ok(Loaded { command: Command::Version { json: cli.flag("json") }, notes: vec![] });
+        let vscode_dir = cli.str("vscode-dir").map(PathBuf::from);
+        return Ok(Loaded { command: Command::Version { json: cli.flag("json"), vscode_dir }, notes: vec![] });
     }
     let paths = Paths::from_env(env);
     let config_file = match (cli.str("config"), env.get("CODE_SERVER_CONFIG")) {
