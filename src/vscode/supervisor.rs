@@ -63,13 +63,34 @@ pub struct Launch {
     pub private_args: Vec<crate::cli::Secret>,
 }
 
-/// Preloaded into Node when there are private arguments: reads them from file descriptor 3
-/// (NUL-separated) and appends them to `process.argv` before VS Code parses it.
-const PRIVATE_ARGS_PRELOAD: &str = r#"// Written by code-server: appends the arguments passed on fd 3 to process.argv.
+/// Preloaded into VS Code's main process (`node --require`). Two jobs:
+/// * our death must take VS Code's helpers (extension hosts, the pty host) with it. The kernel
+///   tells the main process with SIGTERM (`PR_SET_PDEATHSIG`); the helpers would survive it, so
+///   the main process passes it on to its whole process group, and SIGKILLs the group if it
+///   has not gone two seconds later. A check of the parent pid catches the rare death that
+///   arrives without the signal;
+/// * private arguments (see [`Launch::private_args`]) arrive NUL-separated on fd 3 when
+///   `CODE_SERVER_PRIVATE_ARGS_FD` says so, and are appended to `process.argv` before VS Code
+///   parses it.
+const PRELOAD: &str = r#"// Written by code-server: see src/vscode/supervisor.rs.
 const fs = require("fs");
-let text = "";
-try { text = fs.readFileSync(3, "utf8"); fs.closeSync(3); } catch {}
-for (const arg of text.split("\0")) if (arg) process.argv.push(arg);
+const group = -process.pid;
+let stopping = false;
+const stop = () => {
+  if (stopping) return;
+  stopping = true;
+  try { process.kill(group, "SIGTERM"); } catch {}
+  setTimeout(() => { try { process.kill(group, "SIGKILL"); } catch {} }, 2000);
+};
+process.on("SIGTERM", stop);
+const parent = process.ppid;
+setInterval(() => { if (process.ppid !== parent) stop(); }, 1000).unref();
+if (process.env.CODE_SERVER_PRIVATE_ARGS_FD === "3") {
+  delete process.env.CODE_SERVER_PRIVATE_ARGS_FD;
+  let text = "";
+  try { text = fs.readFileSync(3, "utf8"); fs.closeSync(3); } catch {}
+  for (const arg of text.split("\0")) if (arg) process.argv.push(arg);
+}
 "#;
 
 pub struct Supervisor {
@@ -258,9 +279,12 @@ impl Supervisor {
     fn spawn(&self, socket: &Path) -> std::io::Result<tokio::process::Child> {
         let l = &self.launch;
         let mut cmd = tokio::process::Command::new(&l.build.node);
-        let private = PrivateArgs::new(&l.private_args, &l.runtime_dir)?;
-        if let Some(p) = &private {
-            cmd.arg("--require").arg(&p.preload);
+        let preload = l.runtime_dir.join("preload.cjs");
+        crate::util::atomic_write(&preload, PRELOAD.as_bytes(), 0o600)?;
+        cmd.arg("--require").arg(&preload);
+        let private = PrivateArgs::new(&l.private_args)?;
+        if private.is_some() {
+            cmd.env("CODE_SERVER_PRIVATE_ARGS_FD", "3");
         }
         cmd.arg(l.build.root.join("out/server-main.js"))
             .arg("--socket-path")
@@ -345,19 +369,16 @@ impl Supervisor {
     }
 }
 
-/// A pipe already holding the private arguments, and the preload that reads it as fd 3.
+/// A pipe already holding the private arguments, which the child reads as fd 3.
 struct PrivateArgs {
     read_fd: libc::c_int,
-    preload: PathBuf,
 }
 
 impl PrivateArgs {
-    fn new(args: &[crate::cli::Secret], runtime_dir: &Path) -> std::io::Result<Option<PrivateArgs>> {
+    fn new(args: &[crate::cli::Secret]) -> std::io::Result<Option<PrivateArgs>> {
         if args.is_empty() {
             return Ok(None);
         }
-        let preload = runtime_dir.join("private-args.cjs");
-        crate::util::atomic_write(&preload, PRIVATE_ARGS_PRELOAD.as_bytes(), 0o600)?;
         let mut data = Vec::new();
         for a in args {
             data.extend_from_slice(a.expose().as_bytes());
@@ -377,7 +398,7 @@ impl PrivateArgs {
                 return Err(std::io::Error::other("could not pass private arguments to VS Code"));
             }
         }
-        Ok(Some(PrivateArgs { read_fd: fds[0], preload }))
+        Ok(Some(PrivateArgs { read_fd: fds[0] }))
     }
 }
 
