@@ -17,6 +17,7 @@ use crate::cli::{AuthMode, CliError, Config};
 use crate::heart::Heart;
 use crate::i18n::Strings;
 use crate::pages::Pages;
+use crate::proxy::Proxy;
 
 /// code-server's body-parser limit for its own routes ("100kb").
 pub const BODY_LIMIT: usize = 100 * 1024;
@@ -28,6 +29,8 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     pub heart: Arc<Heart>,
     pub pages: Arc<Pages>,
+    /// The port proxy's pooled client and compiled proxy domains.
+    pub proxy: Arc<Proxy>,
 }
 
 impl AppState {
@@ -60,6 +63,7 @@ impl AppState {
         };
         Ok(AppState {
             pages: Arc::new(Pages::new(&config, strings)),
+            proxy: Arc::new(Proxy::new(&config)),
             config: Arc::new(config),
             auth: Arc::new(auth),
             heart: Arc::new(Heart::default()),
@@ -79,8 +83,9 @@ impl AppState {
 }
 
 /// The whole application. Our own routes get the body limit and security headers; forwarded and
-/// proxied traffic passes through untouched. Errors render as JSON or HTML everywhere, and every
-/// request but `/healthz` counts as activity.
+/// proxied traffic passes through untouched. Hosts under a proxy domain are taken by the port
+/// proxy before routing. Errors render as JSON or HTML everywhere, and every request but
+/// `/healthz` counts as activity.
 pub fn router(state: AppState) -> Router {
     let own = Router::new()
         .merge(crate::assets::routes())
@@ -90,7 +95,9 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(BODY_LIMIT));
     Router::new()
         .merge(own)
+        .merge(crate::proxy::routes())
         .merge(crate::vscode::routes())
+        .layer(middleware::from_fn_with_state(state.clone(), crate::proxy::intercept))
         .layer(middleware::from_fn_with_state(state.clone(), crate::error::render_errors))
         .layer(middleware::from_fn_with_state(state.clone(), crate::heart::record_activity))
         .with_state(state)

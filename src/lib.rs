@@ -12,6 +12,7 @@ pub mod logging;
 pub mod origin;
 pub mod pages;
 pub mod paths;
+pub mod proxy;
 pub mod relative;
 pub mod server;
 pub mod util;
