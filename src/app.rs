@@ -19,6 +19,7 @@ use crate::heart::Heart;
 use crate::i18n::Strings;
 use crate::lifecycle::Lifecycle;
 use crate::pages::Pages;
+use crate::proxy::Proxy;
 use crate::settings::SettingsStore;
 use crate::update::UpdateChecker;
 use crate::vscode::VsCode;
@@ -40,6 +41,8 @@ pub struct AppState {
     /// Shutdown token and trackers: background tasks and upgraded connections go through it.
     pub lifecycle: Lifecycle,
     pub vscode: Arc<VsCode>,
+    /// The port proxy's pooled client and compiled proxy domains.
+    pub proxy: Arc<Proxy>,
 }
 
 impl AppState {
@@ -78,6 +81,7 @@ impl AppState {
             vscode: Arc::new(VsCode::new(&config, build, lifecycle.clone())?),
             pages: Arc::new(Pages::new(&config, strings)),
             heart: Arc::new(Heart::new(clock, Some(config.paths.data.join("heartbeat")))),
+            proxy: Arc::new(Proxy::new(&config)),
             config: Arc::new(config),
             auth: Arc::new(auth),
             settings,
@@ -100,7 +104,9 @@ impl AppState {
 
 /// The whole application. Our own routes get the body limit and security headers; forwarded and
 /// proxied traffic passes through untouched. Errors render as JSON or HTML everywhere, and every
-/// request but `/healthz` counts as activity.
+/// request but `/healthz` counts as activity. The port proxy (proxy-domain hosts, `/proxy`,
+/// `/absproxy`) is taken before routing by [`crate::proxy::Front`], which applies those two
+/// rules itself.
 pub fn router(state: AppState) -> Router {
     let own = Router::new()
         .merge(crate::assets::routes())
@@ -109,12 +115,13 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::update::routes())
         .layer(middleware::from_fn(security_headers))
         .layer(DefaultBodyLimit::max(BODY_LIMIT));
-    Router::new()
+    let routed = Router::new()
         .merge(own)
         .merge(crate::vscode::routes(&state))
         .layer(middleware::from_fn_with_state(state.clone(), crate::error::render_errors))
         .layer(middleware::from_fn_with_state(state.clone(), crate::heart::record_activity))
-        .with_state(state)
+        .with_state(state.clone());
+    Router::new().fallback_service(crate::proxy::Front::new(state, routed))
 }
 
 /// Headers every page of ours carries (not added to proxied or forwarded responses).

@@ -290,6 +290,14 @@ pub async fn record_activity(State(state): State<AppState>, req: Request, next: 
     }
     let slot = req.extensions().get::<ConnectionSlot>().cloned();
     let res = next.run(req).await;
+    keep_upgraded(&state, &res, slot, counts);
+    res
+}
+
+/// After a `101 Switching Protocols`, parks a connection guard (the socket counts as activity and
+/// keeps the server from going idle; not for monitors' `/healthz` sockets) and a lifecycle token
+/// (shutdown waits for it) in the connection's slot: both live exactly as long as the socket.
+pub fn keep_upgraded(state: &AppState, res: &Response, slot: Option<ConnectionSlot>, counts: bool) {
     if res.status() == StatusCode::SWITCHING_PROTOCOLS
         && let Some(slot) = slot
     {
@@ -298,7 +306,6 @@ pub async fn record_activity(State(state): State<AppState>, req: Request, next: 
         }
         slot.hold(state.lifecycle.upgraded_token());
     }
-    res
 }
 
 /// `GET /healthz`: JSON health; as a WebSocket, one health event per message received.

@@ -15,6 +15,7 @@ pub mod net;
 pub mod origin;
 pub mod pages;
 pub mod paths;
+pub mod proxy;
 pub mod relative;
 pub mod server;
 pub mod session_socket;

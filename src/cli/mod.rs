@@ -197,6 +197,8 @@ pub struct Config {
     pub disable_proxy: bool,
     pub skip_auth_preflight: bool,
     pub abs_proxy_base_path: Option<String>,
+    /// How long the port proxy waits for an upstream's response headers (connect included).
+    pub proxy_timeout: Duration,
     pub idle_timeout: Option<Duration>,
     pub disable_telemetry: bool,
     pub disable_update_check: bool,
@@ -414,6 +416,13 @@ pub fn resolve(
         None => Duration::from_secs(30 * 24 * 3600),
     };
 
+    let proxy_timeout = match m.str("proxy-timeout") {
+        Some(s) => parse_duration(s).ok_or_else(|| {
+            CliError::new(format!("--proxy-timeout must be a duration such as 30s, 5m or 300, got {s:?}"))
+        })?,
+        None => DEFAULT_PROXY_TIMEOUT,
+    };
+
     let trusted_proxies = m
         .list("trusted-proxies")
         .iter()
@@ -486,6 +495,7 @@ pub fn resolve(
         disable_proxy: m.flag("disable-proxy") || env_flag("CS_DISABLE_PROXY"),
         skip_auth_preflight: m.flag("skip-auth-preflight"),
         abs_proxy_base_path: m.str("abs-proxy-base-path").map(str::to_string),
+        proxy_timeout,
         idle_timeout: idle_seconds.map(Duration::from_secs),
         disable_telemetry: m.flag("disable-telemetry"),
         disable_update_check: m.flag("disable-update-check"),
@@ -610,6 +620,10 @@ pub fn parse_bind_addr(addr: &str) -> Result<(String, u16), CliError> {
     };
     Ok((host.to_string(), port))
 }
+
+/// Long enough for a dev server that compiles on the first request or holds a long poll; short
+/// enough that a hung one ends in a 504 rather than a browser spinning forever.
+pub const DEFAULT_PROXY_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// `30d`, `12h`, `90m`, `45s` or plain seconds; zero is not a duration.
 pub fn parse_duration(s: &str) -> Option<Duration> {

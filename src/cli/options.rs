@@ -251,6 +251,13 @@ pub static OPTIONS: &[OptSpec] = &[
         Some("How long a login lasts without being used, e.g. 30d, 12h, 90m or seconds. Default 30d."),
     ),
     opt(
+        "proxy-timeout",
+        Str,
+        Some(
+            "How long the port proxy waits for a proxied server to accept and answer a request\n(30s, 5m, ...; streaming bodies have no limit). Default 5m.",
+        ),
+    ),
+    opt(
         "trusted-proxies",
         List,
         Some(

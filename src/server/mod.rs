@@ -37,6 +37,8 @@ use slot::SlotIo;
 pub struct ConnInfo {
     /// The TCP peer; `None` on a Unix socket.
     pub peer: Option<SocketAddr>,
+    /// Our end of a TCP connection (the port proxy uses it to refuse proxying to itself).
+    pub local: Option<SocketAddr>,
     pub tls: bool,
 }
 
@@ -83,10 +85,18 @@ pub async fn serve(
         let (app, acceptor, watcher) = (app.clone(), acceptor.clone(), graceful.watcher());
         match accepted {
             Accepted::Tcp(s, peer) => {
-                tasks.spawn(force.clone().run_until_cancelled_owned(handle(s, Some(peer), app, acceptor, watcher)));
+                let local = s.local_addr().ok();
+                tasks.spawn(force.clone().run_until_cancelled_owned(handle(
+                    s,
+                    Some(peer),
+                    local,
+                    app,
+                    acceptor,
+                    watcher,
+                )));
             }
             Accepted::Unix(s) => {
-                tasks.spawn(force.clone().run_until_cancelled_owned(handle(s, None, app, acceptor, watcher)));
+                tasks.spawn(force.clone().run_until_cancelled_owned(handle(s, None, None, app, acceptor, watcher)));
             }
         }
     }
@@ -103,6 +113,7 @@ pub async fn serve(
 async fn handle<S>(
     mut stream: S,
     peer: Option<SocketAddr>,
+    local: Option<SocketAddr>,
     app: Router,
     acceptor: Option<TlsAcceptor>,
     watcher: Watcher,
@@ -110,7 +121,7 @@ async fn handle<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let Some(acceptor) = acceptor else {
-        serve_app(stream, ConnInfo { peer, tls: false }, app, watcher).await;
+        serve_app(stream, ConnInfo { peer, local, tls: false }, app, watcher).await;
         return;
     };
     // TLS and plain HTTP share the port: a TLS ClientHello starts with 0x16.
@@ -125,7 +136,7 @@ async fn handle<S>(
         return;
     }
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => serve_app(tls, ConnInfo { peer, tls: true }, app, watcher).await,
+        Ok(Ok(tls)) => serve_app(tls, ConnInfo { peer, local, tls: true }, app, watcher).await,
         Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
         Err(_) => tracing::debug!("TLS handshake timed out"),
     }

@@ -283,6 +283,17 @@ impl Client {
     }
 
     pub async fn send(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Body) -> Resp {
+        collect(self.stream(method, path, headers, body).await).await
+    }
+
+    /// Sends a request and returns the response as soon as its head arrives, body unread.
+    pub async fn stream(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Body,
+    ) -> hyper::Response<hyper::body::Incoming> {
         let mut req = Request::builder().method(method).uri(path);
         if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
             req = req.header("host", &self.host);
@@ -292,8 +303,8 @@ impl Client {
         }
         let req = req.body(body).unwrap();
         match &self.target {
-            Target::Tcp(a) => send_on(tokio::net::TcpStream::connect(a).await.expect("connect"), req).await,
-            Target::Unix(p) => send_on(tokio::net::UnixStream::connect(p).await.expect("connect"), req).await,
+            Target::Tcp(a) => stream_on(tokio::net::TcpStream::connect(a).await.expect("connect"), req).await,
+            Target::Unix(p) => stream_on(tokio::net::UnixStream::connect(p).await.expect("connect"), req).await,
         }
     }
 
@@ -325,10 +336,17 @@ pub async fn send_on<S>(stream: S, req: Request<Body>) -> Resp
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    collect(stream_on(stream, req).await).await
+}
+
+/// One HTTP/1.1 request on a fresh connection; the body is left to the caller.
+pub async fn stream_on<S>(stream: S, req: Request<Body>) -> hyper::Response<hyper::body::Incoming>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
     tokio::spawn(conn);
-    let res = sender.send_request(req).await.expect("request");
-    collect(res).await
+    sender.send_request(req).await.expect("request")
 }
 
 pub async fn collect(res: hyper::Response<hyper::body::Incoming>) -> Resp {

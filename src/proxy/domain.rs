@@ -1,0 +1,173 @@
+//! The domain proxy (spec §3.8): with `--proxy-domain example.com`, a request for
+//! `3000.example.com` goes to port 3000 with its path untouched. Patterns may place `{{port}}`
+//! and `{{host}}` anywhere (`code-{{port}}.example.com`, `{{port}}-{{host}}`).
+//!
+//! Differences from code-server, on purpose:
+//! - a Host with a port (`3000.example.com:8443`) also matches, compared without its port
+//!   (code-server#5311);
+//! - `OPTIONS` under `--skip-auth-preflight` is proxied without a session, as on `/proxy`
+//!   (code-server lets it fall through to its own routes);
+//! - `/robots.txt` and `/security.txt` belong to the proxied app like every other path
+//!   (code-server answers them itself, shadowing the app's).
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::Method;
+use axum::response::Response;
+use tower::ServiceExt;
+
+use super::{Admission, Target, admit, forward, parse_port};
+use crate::app::AppState;
+use crate::error::{AppError, accepts_html};
+use crate::origin::request_host;
+use crate::relative::{Query, found, location};
+use crate::server::ConnInfo;
+
+/// A normalised `--proxy-domain` (always containing `{{port}}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pattern(Vec<Part>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Literal(String),
+    /// One or more digits: the port.
+    Port,
+    /// One or more characters of anything.
+    Host,
+}
+
+impl Pattern {
+    pub fn parse(domain: &str) -> Pattern {
+        let mut parts = Vec::new();
+        let mut rest = domain;
+        while !rest.is_empty() {
+            let next = [("{{port}}", Part::Port), ("{{host}}", Part::Host)]
+                .into_iter()
+                .filter_map(|(token, part)| rest.find(token).map(|i| (i, token.len(), part)))
+                .min_by_key(|(i, _, _)| *i);
+            match next {
+                Some((i, len, part)) => {
+                    if i > 0 {
+                        parts.push(Part::Literal(rest[..i].to_string()));
+                    }
+                    parts.push(part);
+                    rest = &rest[i + len..];
+                }
+                None => {
+                    parts.push(Part::Literal(rest.to_string()));
+                    rest = "";
+                }
+            }
+        }
+        Pattern(parts)
+    }
+
+    /// The port's digits when `host` (lower case) matches the whole pattern.
+    pub fn port_in<'a>(&self, host: &'a str) -> Option<&'a str> {
+        match_parts(&self.0, host, None).flatten()
+    }
+}
+
+/// Backtracking match, greedy like the regex code-server builds (`{{port}}` → `(\d+)`,
+/// `{{host}}` → `.+`). `Some(port)` on a match; the port is the first `{{port}}`.
+fn match_parts<'a>(parts: &[Part], s: &'a str, port: Option<&'a str>) -> Option<Option<&'a str>> {
+    let Some((part, rest)) = parts.split_first() else {
+        return s.is_empty().then_some(port);
+    };
+    match part {
+        Part::Literal(lit) => match_parts(rest, s.strip_prefix(lit.as_str())?, port),
+        Part::Port => {
+            let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+            (1..=digits).rev().find_map(|n| match_parts(rest, &s[n..], port.or(Some(&s[..n]))))
+        }
+        Part::Host => {
+            (1..=s.len()).rev().filter(|&n| s.is_char_boundary(n)).find_map(|n| match_parts(rest, &s[n..], port))
+        }
+    }
+}
+
+/// The port a request's host names under one of `domains`, if any: the host as sent first,
+/// then without its port.
+fn port_for<'a>(domains: &[Pattern], host: &'a str) -> Option<&'a str> {
+    let by_pattern = |h: &'a str| domains.iter().find_map(|p| p.port_in(h));
+    by_pattern(host).or_else(|| {
+        let (name, port) = host.rsplit_once(':')?;
+        port.parse::<u16>().ok()?;
+        by_pattern(name)
+    })
+}
+
+/// For a request whose host is under a proxy domain: the port it names, or why that is not a
+/// port. `None` for every other host, and for our own port (proxying it to ourselves with the
+/// same Host would loop forever).
+pub fn port(state: &AppState, req: &Request) -> Option<Result<u16, AppError>> {
+    if state.proxy.domains.is_empty() {
+        return None;
+    }
+    let host = request_host(req.headers())?;
+    let port = parse_port(port_for(&state.proxy.domains, &host)?);
+    let local = req.extensions().get::<ConnInfo>().and_then(|c| c.local).map(|a| a.port());
+    match port {
+        Ok(p) if Some(p) == local => None,
+        port => Some(port),
+    }
+}
+
+/// A request for a proxy-domain host: the proxied app's whatever its path, except the login page
+/// and our assets for someone not yet logged in, which `router` serves.
+pub async fn handle(
+    state: &AppState,
+    req: Request,
+    port: Result<u16, AppError>,
+    router: Router,
+) -> Result<Response, AppError> {
+    if admit(state, req.method(), req.headers()).await? == Admission::Unauthenticated {
+        let path = req.uri().path();
+        let read = matches!(*req.method(), Method::GET | Method::HEAD);
+        let html = accepts_html(req.headers());
+        if (read && path.starts_with("/_static/")) || (html && (path == "/login" || path.starts_with("/login/"))) {
+            return Ok(router.oneshot(req).await.unwrap_or_else(|never| match never {}));
+        }
+        if html {
+            let query = Query::parse(req.uri().query());
+            let me = (path != "/").then_some(path);
+            return Ok(found(&location(path, &query, "login", &[("to", me)])));
+        }
+        return Err(AppError::unauthorized());
+    }
+    let port = port?;
+    let path_and_query = req.uri().path_and_query().cloned().unwrap_or_else(|| "/".parse().expect("a valid path"));
+    forward(state, req, Target { port, path_and_query, rewrite_location: false }).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn port(domain: &str, host: &str) -> Option<String> {
+        Pattern::parse(domain).port_in(host).map(str::to_string)
+    }
+
+    #[test]
+    fn templates() {
+        assert_eq!(port("{{port}}.coder.com", "3000.coder.com").as_deref(), Some("3000"));
+        assert_eq!(port("{{port}}.coder.com", "3000.coder.com.evil"), None);
+        assert_eq!(port("{{port}}.coder.com", "x3000.coder.com"), None);
+        assert_eq!(port("{{port}}.coder.com", "3000xcoder.com"), None, "the dot is literal");
+        assert_eq!(port("{{port}}.coder.com", ".coder.com"), None);
+        assert_eq!(port("code-{{port}}.x.tld", "code-8080.x.tld").as_deref(), Some("8080"));
+        assert_eq!(port("{{port}}-{{host}}", "8080-dev.example.com").as_deref(), Some("8080"));
+        assert_eq!(port("{{host}}-{{port}}.ex.com", "a-b-12.ex.com").as_deref(), Some("12"));
+        assert_eq!(port("{{port}}-{{host}}", "8080-"), None);
+        assert_eq!(port("{{port}}.{{host}}.ex.com", "1.2.3.ex.com").as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn host_with_a_port_matches_without_it() {
+        let domains = [Pattern::parse("{{port}}.coder.com")];
+        assert_eq!(port_for(&domains, "3000.coder.com:8443"), Some("3000"));
+        assert_eq!(port_for(&domains, "3000.coder.com"), Some("3000"));
+        assert_eq!(port_for(&domains, "coder.com:3000"), None);
+        assert_eq!(port_for(&domains, "[::1]:3000"), None);
+    }
+}

@@ -1,0 +1,36 @@
+//! WebSockets through the proxy: the client's upgrade request is forwarded like any request;
+//! when the upstream answers 101 both connections switch protocols and their bytes are copied
+//! both ways as they are. Frames, subprotocols and extensions are the two ends' business, and
+//! an idle socket stays open for as long as both ends keep it.
+
+use axum::http::{HeaderMap, Method, header};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+
+/// A WebSocket opening handshake (`GET` with `Upgrade: websocket`) over HTTP/1.1.
+pub fn is_websocket(method: &Method, headers: &HeaderMap) -> bool {
+    method == Method::GET
+        && headers
+            .get_all(header::UPGRADE)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|s| s.split(',').any(|p| p.trim().eq_ignore_ascii_case("websocket"))))
+}
+
+/// Waits for both sides to switch protocols, then copies bytes until both directions end.
+/// The task is a lifecycle connection, so shutdown ends it.
+pub fn splice(lifecycle: &crate::lifecycle::Lifecycle, client: OnUpgrade, upstream: OnUpgrade, port: u16) {
+    tokio::spawn(lifecycle.connection(async move {
+        let (client, upstream) = match tokio::try_join!(client, upstream) {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::debug!("port {port}: WebSocket upgrade did not complete: {e}");
+                return;
+            }
+        };
+        let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+        match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+            Ok((up, down)) => tracing::trace!("port {port}: WebSocket closed after {up} bytes up, {down} down"),
+            Err(e) => tracing::debug!("port {port}: WebSocket ended: {e}"),
+        }
+    }));
+}
