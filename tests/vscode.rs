@@ -47,6 +47,18 @@ async fn fake_server(home: &Home, args: &[&str], env: &[(&str, &str)]) -> (Serve
     (s, cookie)
 }
 
+/// A password server on the stand-in build that notes every connection it accepts in the
+/// returned log file (which does not exist until something reaches it).
+fn logged_fake_server(home: &Home, extra: &[&str]) -> (Server, PathBuf) {
+    let log = home.path().join("fake.log");
+    home.write_config("auth: password\npassword: pw\n");
+    let build = fake_build(home);
+    let mut args = vec!["--bind-addr", "127.0.0.1:0", "--vscode-dir", build.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let s = Server::start(home, &args, &[("FAKE_VSCODE_LOG", log.to_str().unwrap())]);
+    (s, log)
+}
+
 #[tokio::test]
 async fn forwarding_keeps_method_path_query_and_host() {
     let home = Home::new();
@@ -113,15 +125,7 @@ fn ws_handshake(authority: &str, path: &str, extra: &[(&str, &str)]) -> (String,
 #[tokio::test]
 async fn websocket_upgrades_are_checked_then_spliced() {
     let home = Home::new();
-    let log = home.path().join("fake.log");
-    let log_s = log.to_str().unwrap().to_string();
-    home.write_config("auth: password\npassword: pw\n");
-    let build = fake_build(&home);
-    let s = Server::start(
-        &home,
-        &["--bind-addr", "127.0.0.1:0", "--vscode-dir", build.to_str().unwrap(), "--trusted-origins", "*.trusted.test"],
-        &[("FAKE_VSCODE_LOG", &log_s)],
-    );
+    let (s, log) = logged_fake_server(&home, &["--trusted-origins", "*.trusted.test"]);
     let a = s.authority();
     let path = format!("/stable-{FAKE_COMMIT}?reconnectionToken=abc-123&reconnection=false&skipWebSocketFrames=false");
 
@@ -151,14 +155,7 @@ async fn websocket_upgrades_are_checked_then_spliced() {
 #[tokio::test]
 async fn unauthenticated_requests_never_reach_vscode() {
     let home = Home::new();
-    let log = home.path().join("fake.log");
-    home.write_config("auth: password\npassword: pw\n");
-    let build = fake_build(&home);
-    let s = Server::start(
-        &home,
-        &["--bind-addr", "127.0.0.1:0", "--vscode-dir", build.to_str().unwrap()],
-        &[("FAKE_VSCODE_LOG", log.to_str().unwrap())],
-    );
+    let (s, log) = logged_fake_server(&home, &[]);
     let c = s.client();
     assert_eq!(c.get("/").await.status, StatusCode::FOUND);
     assert_eq!(c.get("/anything?x=1").await.status, StatusCode::UNAUTHORIZED);
@@ -172,14 +169,7 @@ async fn unauthenticated_requests_never_reach_vscode() {
 #[tokio::test]
 async fn static_assets_are_served_by_the_front() {
     let home = Home::new();
-    let log = home.path().join("fake.log");
-    home.write_config("auth: password\npassword: pw\n");
-    let build = fake_build(&home);
-    let s = Server::start(
-        &home,
-        &["--bind-addr", "127.0.0.1:0", "--vscode-dir", build.to_str().unwrap()],
-        &[("FAKE_VSCODE_LOG", log.to_str().unwrap())],
-    );
+    let (s, log) = logged_fake_server(&home, &[]);
     let c = s.client();
     let cookie = c.login("pw").await;
     for prefix in ["", "/vscode"] {

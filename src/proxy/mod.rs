@@ -12,7 +12,7 @@
 pub mod domain;
 mod front;
 pub mod path;
-mod ws;
+pub mod ws;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -164,7 +164,7 @@ pub async fn forward(state: &AppState, mut req: Request, target: Target) -> Resu
     if let Some(client_upgrade) = client_upgrade
         && res.status() == StatusCode::SWITCHING_PROTOCOLS
     {
-        ws::splice(&state.lifecycle, client_upgrade, hyper::upgrade::on(&mut res), target.port);
+        ws::splice(&state.lifecycle, client_upgrade, hyper::upgrade::on(&mut res), format!("port {}", target.port));
         return Ok(res.map(Body::new));
     }
     Ok(downstream_response(res, &target))

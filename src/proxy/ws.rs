@@ -16,21 +16,27 @@ pub fn is_websocket(method: &Method, headers: &HeaderMap) -> bool {
             .any(|v| v.to_str().is_ok_and(|s| s.split(',').any(|p| p.trim().eq_ignore_ascii_case("websocket"))))
 }
 
-/// Waits for both sides to switch protocols, then copies bytes until both directions end.
-/// The task is a lifecycle connection, so shutdown ends it.
-pub fn splice(lifecycle: &crate::lifecycle::Lifecycle, client: OnUpgrade, upstream: OnUpgrade, port: u16) {
+/// Waits for both sides to switch protocols, then copies bytes until both directions end. The
+/// task is a lifecycle connection, so shutdown ends it. `what` names the far end in logs. Used
+/// for proxied WebSockets and for VS Code's.
+pub fn splice(
+    lifecycle: &crate::lifecycle::Lifecycle,
+    client: OnUpgrade,
+    upstream: OnUpgrade,
+    what: impl std::fmt::Display + Send + 'static,
+) {
     tokio::spawn(lifecycle.connection(async move {
         let (client, upstream) = match tokio::try_join!(client, upstream) {
             Ok(pair) => pair,
             Err(e) => {
-                tracing::debug!("port {port}: WebSocket upgrade did not complete: {e}");
+                tracing::debug!("{what}: WebSocket upgrade did not complete: {e}");
                 return;
             }
         };
         let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
         match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-            Ok((up, down)) => tracing::trace!("port {port}: WebSocket closed after {up} bytes up, {down} down"),
-            Err(e) => tracing::debug!("port {port}: WebSocket ended: {e}"),
+            Ok((up, down)) => tracing::trace!("{what}: WebSocket closed after {up} bytes up, {down} down"),
+            Err(e) => tracing::debug!("{what}: WebSocket ended: {e}"),
         }
     }));
 }

@@ -82,18 +82,16 @@ pub async fn forward_http(
     Ok(res)
 }
 
-/// The spliced byte stream of one WebSocket, to be spawned by the caller.
-pub type Tunnel = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
-
 /// Forwards a WebSocket upgrade: sends the handshake with its headers untouched, and if VS Code
-/// answers 101, returns that answer and the tunnel that splices the two upgraded connections
-/// byte for byte until either side closes (no re-framing, no idle timeout). Any other answer is
-/// passed back as is, without a tunnel.
+/// answers 101, returns that answer and splices the two upgraded connections byte for byte
+/// until either side closes (no re-framing, no idle timeout; a lifecycle connection, so
+/// shutdown ends it). Any other answer is passed back as is.
 pub async fn forward_websocket(
     socket: &Path,
     mut req: Request<Body>,
     session_cookie: &str,
-) -> Result<(Response<Body>, Option<Tunnel>), ForwardError> {
+    lifecycle: &crate::lifecycle::Lifecycle,
+) -> Result<Response<Body>, ForwardError> {
     let client_upgrade = hyper::upgrade::on(&mut req);
     let req = prepare(req, session_cookie);
     let stream = UnixStream::connect(socket).await.map_err(ForwardError::Connect)?;
@@ -106,22 +104,12 @@ pub async fn forward_websocket(
     let (parts, _) = req.into_parts();
     let mut upstream = sender.send_request(Request::from_parts(parts, Body::empty())).await?;
     if upstream.status() != StatusCode::SWITCHING_PROTOCOLS {
-        return Ok((upstream.map(Body::new), None));
+        return Ok(upstream.map(Body::new));
     }
     let upstream_upgrade = hyper::upgrade::on(&mut upstream);
-    let tunnel: Tunnel = Box::pin(async move {
-        match tokio::try_join!(client_upgrade, upstream_upgrade) {
-            Ok((client, vscode)) => {
-                let (mut client, mut vscode) = (TokioIo::new(client), TokioIo::new(vscode));
-                if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut vscode).await {
-                    tracing::trace!("WebSocket tunnel ended: {e}");
-                }
-            }
-            Err(e) => tracing::debug!("WebSocket upgrade failed: {e}"),
-        }
-    });
+    crate::proxy::ws::splice(lifecycle, client_upgrade, upstream_upgrade, "VS Code");
     let (parts, _) = upstream.into_parts();
-    Ok((Response::from_parts(parts, Body::empty()), Some(tunnel)))
+    Ok(Response::from_parts(parts, Body::empty()))
 }
 
 #[cfg(test)]

@@ -244,16 +244,9 @@ fn is_root(path: &str) -> bool {
     matches!(path, "/" | "/vscode" | "/vscode/")
 }
 
-fn is_websocket(req: &Request) -> bool {
-    req.headers()
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
-}
-
 /// Everything under `/` and `/vscode` that is not ours: authenticate, then forward.
 async fn workbench(State(state): State<AppState>, req: Request) -> Result<Response, AppError> {
-    if is_websocket(&req) {
+    if crate::proxy::ws::is_websocket(req.method(), req.headers()) {
         if let Err(e) = crate::origin::check_origin(req.headers(), &state.config.trusted_origins) {
             tracing::debug!("WebSocket refused: {e}");
             return Err(AppError::forbidden());
@@ -262,12 +255,9 @@ async fn workbench(State(state): State<AppState>, req: Request) -> Result<Respon
             return Err(AppError::unauthorized());
         }
         let socket = state.vscode.socket().await?;
-        let (res, tunnel) =
-            forward::forward_websocket(&socket, req, &state.auth.cookie_name).await.map_err(unreachable)?;
-        if let Some(tunnel) = tunnel {
-            tokio::spawn(state.lifecycle.connection(tunnel));
-        }
-        return Ok(res);
+        return forward::forward_websocket(&socket, req, &state.auth.cookie_name, &state.lifecycle)
+            .await
+            .map_err(unreachable);
     }
 
     let path = req.uri().path().to_string();
