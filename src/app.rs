@@ -83,9 +83,10 @@ impl AppState {
 }
 
 /// The whole application. Our own routes get the body limit and security headers; forwarded and
-/// proxied traffic passes through untouched. Hosts under a proxy domain are taken by the port
-/// proxy before routing. Errors render as JSON or HTML everywhere, and every request but
-/// `/healthz` counts as activity.
+/// proxied traffic passes through untouched. Errors render as JSON or HTML everywhere, and every
+/// request but `/healthz` counts as activity. The port proxy (proxy-domain hosts, `/proxy`,
+/// `/absproxy`) is taken before routing by [`crate::proxy::Front`], which applies those two
+/// rules itself.
 pub fn router(state: AppState) -> Router {
     let own = Router::new()
         .merge(crate::assets::routes())
@@ -93,14 +94,13 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::auth::routes())
         .layer(middleware::from_fn(security_headers))
         .layer(DefaultBodyLimit::max(BODY_LIMIT));
-    Router::new()
+    let routed = Router::new()
         .merge(own)
-        .merge(crate::proxy::routes())
         .merge(crate::vscode::routes())
-        .layer(middleware::from_fn_with_state(state.clone(), crate::proxy::intercept))
         .layer(middleware::from_fn_with_state(state.clone(), crate::error::render_errors))
         .layer(middleware::from_fn_with_state(state.clone(), crate::heart::record_activity))
-        .with_state(state)
+        .with_state(state.clone());
+    Router::new().fallback_service(crate::proxy::Front::new(state, routed))
 }
 
 /// Headers every page of ours carries (not added to proxied or forwarded responses).

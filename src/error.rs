@@ -76,10 +76,17 @@ pub async fn render_errors(State(state): State<AppState>, req: Request, next: Ne
     if !html {
         return res;
     }
+    as_page(&state, res, &path, to.as_deref())
+}
+
+/// Swaps the body of an [`AppError`] response for the HTML error page of a request at `path`
+/// (with `to` from its query); other responses pass unchanged. Used by [`render_errors`] and by
+/// the port proxy, which answers outside the router's layers.
+pub fn as_page(state: &AppState, res: Response, path: &str, to: Option<&str>) -> Response {
     let Some(err) = res.extensions().get::<AppError>().cloned() else {
         return res;
     };
-    let page = state.pages.error(err.status, &err.message, &path, to.as_deref());
+    let page = state.pages.error(err.status, &err.message, path, to);
     let (mut parts, _body) = res.into_parts();
     let mut out = (err.status, Html(page)).into_response();
     // Keep headers a handler added on purpose (Allow, Set-Cookie), replace the body's own.

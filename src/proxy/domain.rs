@@ -10,10 +10,11 @@
 //! - `/robots.txt` and `/security.txt` belong to the proxied app like every other path
 //!   (code-server answers them itself, shadowing the app's).
 
-use axum::extract::{Request, State};
+use axum::Router;
+use axum::extract::Request;
 use axum::http::Method;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
+use tower::ServiceExt;
 
 use super::{Admission, Target, admit, forward, parse_port};
 use crate::app::AppState;
@@ -96,44 +97,36 @@ fn port_for<'a>(domains: &[Pattern], host: &'a str) -> Option<&'a str> {
     })
 }
 
-/// Middleware in front of every route: a request for a proxy-domain host is the proxied app's,
-/// whatever its path, except the login page and our assets for someone not yet logged in.
-pub async fn intercept(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// For a request whose host is under a proxy domain: the port it names, or why that is not a
+/// port. `None` for every other host, and for our own port (proxying it to ourselves with the
+/// same Host would loop forever).
+pub fn port(state: &AppState, req: &Request) -> Option<Result<u16, AppError>> {
     if state.proxy.domains.is_empty() {
-        return next.run(req).await;
+        return None;
     }
-    let Some(host) = request_host(req.headers()) else {
-        return next.run(req).await;
-    };
-    let Some(port) = port_for(&state.proxy.domains, &host).map(parse_port) else {
-        return next.run(req).await;
-    };
-    // Proxying our own port to ourselves with the same Host would loop forever.
-    let local_port = req.extensions().get::<ConnInfo>().and_then(|c| c.local).map(|a| a.port());
-    if let Ok(p) = port
-        && Some(p) == local_port
-    {
-        return next.run(req).await;
-    }
-    match proxy_host(&state, req, next, port).await {
-        Ok(res) => res,
-        Err(e) => e.into_response(),
+    let host = request_host(req.headers())?;
+    let port = parse_port(port_for(&state.proxy.domains, &host)?);
+    let local = req.extensions().get::<ConnInfo>().and_then(|c| c.local).map(|a| a.port());
+    match port {
+        Ok(p) if Some(p) == local => None,
+        port => Some(port),
     }
 }
 
-async fn proxy_host(
+/// A request for a proxy-domain host: the proxied app's whatever its path, except the login page
+/// and our assets for someone not yet logged in, which `router` serves.
+pub async fn handle(
     state: &AppState,
     req: Request,
-    next: Next,
     port: Result<u16, AppError>,
+    router: Router,
 ) -> Result<Response, AppError> {
     if admit(state, req.method(), req.headers()).await? == Admission::Unauthenticated {
         let path = req.uri().path();
         let read = matches!(*req.method(), Method::GET | Method::HEAD);
         let html = accepts_html(req.headers());
-        // The login page and its assets are ours on every host, so a browser can log in here.
         if (read && path.starts_with("/_static/")) || (html && (path == "/login" || path.starts_with("/login/"))) {
-            return Ok(next.run(req).await);
+            return Ok(router.oneshot(req).await.unwrap_or_else(|never| match never {}));
         }
         if html {
             let query = Query::parse(req.uri().query());
@@ -144,7 +137,7 @@ async fn proxy_host(
     }
     let port = port?;
     let path_and_query = req.uri().path_and_query().cloned().unwrap_or_else(|| "/".parse().expect("a valid path"));
-    forward(state, req, Target { port, path_and_query, location_prefix: None }).await
+    forward(state, req, Target { port, path_and_query, rewrite_location: false }).await
 }
 
 #[cfg(test)]

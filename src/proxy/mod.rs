@@ -2,13 +2,15 @@
 //! `{{port}}.<proxy-domain>` hosts, forwarded to `127.0.0.1:<port>` (never anywhere else) over one
 //! pooled HTTP/1.1 client.
 //!
-//! Every route takes the same two steps: [`admit`] (the proxy switch, the WebSocket Origin check,
-//! the session) and [`forward`], which rewrites only what a gateway must (the target URI,
+//! [`Front`] recognises proxied requests ahead of the router. Every route then takes the same two
+//! steps: [`admit`] (the proxy switch, the WebSocket Origin check, the session) and [`forward`],
+//! which rewrites only what a gateway must (the target URI,
 //! hop-by-hop headers, our session cookie, `Location` for `/proxy`) and streams bodies both ways
 //! without buffering. A WebSocket is forwarded as an upgrade and, once the upstream has answered
 //! 101, its bytes are spliced both ways without re-framing.
 
 pub mod domain;
+mod front;
 pub mod path;
 mod ws;
 
@@ -33,8 +35,7 @@ use crate::app::AppState;
 use crate::cli::Config;
 use crate::error::AppError;
 
-pub use domain::intercept;
-pub use path::routes;
+pub use front::Front;
 
 /// Idle upstream connections are closed after this.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -115,8 +116,8 @@ pub struct Target {
     pub port: u16,
     /// The origin-form path and query sent upstream, exactly as it should arrive.
     pub path_and_query: PathAndQuery,
-    /// `/proxy` only: a `Location` starting with `/` gets this prefix (`/proxy/<port>`).
-    pub location_prefix: Option<String>,
+    /// `/proxy` only: a `Location` starting with `/` gets `/proxy/<port>` in front.
+    pub rewrite_location: bool,
 }
 
 /// Whether a request may be proxied.
@@ -171,33 +172,36 @@ pub async fn forward(state: &AppState, mut req: Request, target: Target) -> Resu
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus `Expect`:
 /// we answered the client's `100-continue` ourselves when the upstream started reading.
-const HOP_BY_HOP: [HeaderName; 9] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::EXPECT,
-];
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "transfer-encoding"
+            | "upgrade"
+            | "expect"
+    )
+}
 
-/// Removes hop-by-hop headers, including any the `Connection` header names.
+/// Removes hop-by-hop headers, including any the `Connection` header names. Most messages carry
+/// none or one or two of them, so the names are scanned once before anything is removed.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
-            headers.remove(name);
-        }
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
     }
-    for name in &HOP_BY_HOP {
+    let named = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok());
+    let present = headers.keys().filter(|k| is_hop_by_hop(k)).cloned();
+    let doomed: Vec<HeaderName> = named.chain(present).collect();
+    for name in doomed {
         headers.remove(name);
     }
 }
@@ -289,12 +293,11 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 fn downstream_response(res: Response<Incoming>, target: &Target) -> Response {
     let (mut parts, body) = res.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    if let Some(prefix) = &target.location_prefix
+    if target.rewrite_location
         && let Some(location) = parts.headers.get(header::LOCATION)
         && location.as_bytes().starts_with(b"/")
     {
-        let mut rewritten = Vec::with_capacity(prefix.len() + location.len());
-        rewritten.extend_from_slice(prefix.as_bytes());
+        let mut rewritten = format!("/proxy/{}", target.port).into_bytes();
         rewritten.extend_from_slice(location.as_bytes());
         if let Ok(value) = HeaderValue::from_bytes(&rewritten) {
             parts.headers.insert(header::LOCATION, value);

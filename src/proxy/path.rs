@@ -1,63 +1,56 @@
-//! `/proxy/{port}/…` and `/absproxy/{port}/…` (spec §3.7), every method, HTTP and WebSocket.
+//! `/proxy/<port>/…` and `/absproxy/<port>/…` (spec §3.7), every method, HTTP and WebSocket.
 //!
 //! `/proxy` strips `/proxy/<port>` (`/proxy/8080/a?q` → `/a?q`) and points upstream redirects
 //! back under the prefix; `/absproxy` forwards the whole path, after `--abs-proxy-base-path`.
 //! The rest of the path and the query are forwarded byte for byte: unlike code-server, runs of
 //! `/` are not collapsed.
 
-use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::Method;
 use axum::http::uri::PathAndQuery;
 use axum::response::{IntoResponse, Response};
-use axum::routing::any;
 
 use super::{Admission, Target, admit, forward, parse_port};
 use crate::app::AppState;
 use crate::error::AppError;
 use crate::relative::{Query, found, location};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/proxy/{port}", any(proxy))
-        .route("/proxy/{port}/", any(proxy))
-        .route("/proxy/{port}/{*rest}", any(proxy))
-        .route("/absproxy/{port}", any(absproxy))
-        .route("/absproxy/{port}/", any(absproxy))
-        .route("/absproxy/{port}/{*rest}", any(absproxy))
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub enum Kind {
     /// `/proxy`: the upstream sees the path after the port.
     Strip,
     /// `/absproxy`: the upstream sees the whole path.
     Keep,
 }
 
-async fn proxy(State(state): State<AppState>, req: Request) -> Result<Response, AppError> {
-    handle(state, req, Kind::Strip).await
+impl Kind {
+    fn prefix(self) -> &'static str {
+        match self {
+            Kind::Strip => "/proxy/",
+            Kind::Keep => "/absproxy/",
+        }
+    }
 }
 
-async fn absproxy(State(state): State<AppState>, req: Request) -> Result<Response, AppError> {
-    handle(state, req, Kind::Keep).await
+/// `/proxy/<port>`, `/proxy/<port>/…` and the same under `/absproxy`, for any non-empty port
+/// segment (a bad one is answered with 400, as code-server does).
+pub fn kind(path: &str) -> Option<Kind> {
+    [Kind::Strip, Kind::Keep]
+        .into_iter()
+        .find(|k| path.strip_prefix(k.prefix()).is_some_and(|after| !after.is_empty() && !after.starts_with('/')))
 }
 
-async fn handle(state: AppState, req: Request, kind: Kind) -> Result<Response, AppError> {
+/// Admits and forwards one request under `/proxy` or `/absproxy`. The raw path is used, so
+/// nothing in it (`//`, percent-escapes) is normalised away.
+pub async fn handle(state: &AppState, req: Request, kind: Kind) -> Result<Response, AppError> {
     let path = req.uri().path();
-    let prefix = match kind {
-        Kind::Strip => "/proxy/",
-        Kind::Keep => "/absproxy/",
-    };
-    // The router matched the prefix; the raw path is read here so that nothing in it (`//`,
-    // percent-escapes) is normalised away.
-    let after = path.strip_prefix(prefix).unwrap_or_default();
+    let after = path.strip_prefix(kind.prefix()).unwrap_or_default();
     let (port, rest) = match after.split_once('/') {
         Some((port, rest)) => (port, Some(rest)),
         None => (after, None),
     };
 
-    if admit(&state, req.method(), req.headers()).await? == Admission::Unauthenticated {
+    if admit(state, req.method(), req.headers()).await? == Admission::Unauthenticated {
         // The proxy's root sends people to log in and back; anything deeper is an API call or
         // an asset, which gets a plain 401.
         let root = rest.is_none_or(str::is_empty);
@@ -76,8 +69,7 @@ async fn handle(state: AppState, req: Request, kind: Kind) -> Result<Response, A
     };
     let path_and_query = PathAndQuery::try_from(upstream_path)
         .map_err(|_| AppError::new(axum::http::StatusCode::BAD_REQUEST, "Bad Request"))?;
-    let location_prefix = (kind == Kind::Strip).then(|| format!("/proxy/{port}"));
-    forward(&state, req, Target { port, path_and_query, location_prefix }).await
+    forward(state, req, Target { port, path_and_query, rewrite_location: kind == Kind::Strip }).await
 }
 
 fn join(parts: &[&str], query: Option<&str>) -> String {
@@ -96,6 +88,17 @@ fn join(parts: &[&str], query: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kinds() {
+        assert_eq!(kind("/proxy/8080"), Some(Kind::Strip));
+        assert_eq!(kind("/proxy/8080/"), Some(Kind::Strip));
+        assert_eq!(kind("/proxy/abc/x"), Some(Kind::Strip));
+        assert_eq!(kind("/absproxy/1/a"), Some(Kind::Keep));
+        for other in ["/proxy", "/proxy/", "/proxy//x", "/proxyx/1", "/x/proxy/1", "/absproxy/"] {
+            assert_eq!(kind(other), None, "{other}");
+        }
+    }
 
     #[test]
     fn joins_keep_bytes() {

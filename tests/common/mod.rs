@@ -117,7 +117,12 @@ impl Server {
                     stderr.lock().unwrap().join("\n")
                 );
             }
-            assert!(Instant::now() < deadline, "code-server did not start listening in time");
+            if Instant::now() >= deadline {
+                // Do not leave the process behind: nothing else holds it.
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("code-server did not start listening in time");
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
     }

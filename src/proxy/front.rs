@@ -1,0 +1,84 @@
+//! The outermost service: proxied requests are recognised and served here, ahead of the router.
+//!
+//! Measured on the 2-core benchmark, the router's per-route layers (routing, three `from_fn`
+//! middlewares with their boxed services and futures) doubled the CPU a small proxied request
+//! costs. So proxy-domain hosts, `/proxy/<port>/…` and `/absproxy/<port>/…` are taken before
+//! routing, and this service does for them what those layers do for every other route: it
+//! records activity and renders errors as JSON or the HTML page. Everything else, and the login
+//! page and assets a proxy-domain host shows to someone not yet logged in, goes to the router.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::Router;
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use tower::Service;
+
+use super::{domain, path};
+use crate::app::AppState;
+use crate::error::{AppError, accepts_html, as_page};
+use crate::relative::Query;
+use crate::util::now_ms;
+
+/// Where a request goes.
+pub(super) enum Route {
+    /// A proxy-domain host; the port, or why it is not one.
+    Domain(Result<u16, AppError>),
+    Path(path::Kind),
+}
+
+/// Wraps the application router; see the module docs.
+#[derive(Clone)]
+pub struct Front {
+    state: AppState,
+    router: Router,
+}
+
+impl Front {
+    pub fn new(state: AppState, router: Router) -> Front {
+        Front { state, router }
+    }
+}
+
+impl Service<Request> for Front {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // The router is always ready.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let route = domain::port(&self.state, &req)
+            .map(Route::Domain)
+            .or_else(|| path::kind(req.uri().path()).map(Route::Path));
+        match route {
+            Some(route) => Box::pin(serve(self.state.clone(), self.router.clone(), req, route)),
+            None => Box::pin(self.router.call(req)),
+        }
+    }
+}
+
+async fn serve(state: AppState, router: Router, req: Request, route: Route) -> Result<Response, Infallible> {
+    // As the router's activity layer does for every other request.
+    state.heart.beat_at(now_ms());
+    // What the HTML error page needs, kept only for browsers (the request itself moves on).
+    let page_for = accepts_html(req.headers()).then(|| req.uri().clone());
+    let result = match route {
+        Route::Path(kind) => path::handle(&state, req, kind).await,
+        Route::Domain(port) => domain::handle(&state, req, port, router).await,
+    };
+    Ok(match (result, page_for) {
+        (Ok(res), _) => res,
+        (Err(e), None) => e.into_response(),
+        (Err(e), Some(uri)) => {
+            let to = Query::parse(uri.query()).get("to").map(str::to_string);
+            as_page(&state, e.into_response(), uri.path(), to.as_deref())
+        }
+    })
+}
