@@ -593,3 +593,15 @@ async fn websockets_on_every_route() {
     let r = ws_connect(&s, &format!("/proxy/{closed}/ws"), &[("cookie", &cookie)]).await;
     assert_eq!(r.unwrap_err(), StatusCode::BAD_GATEWAY);
 }
+
+#[tokio::test]
+async fn proxied_requests_count_as_activity_and_auth_none_needs_no_session() {
+    let up = Upstream::start().await;
+    let home = Home::new();
+    let s = Server::start(&home, &["--bind-addr", "127.0.0.1:0", "--auth", "none"], &[]);
+    let c = s.client();
+    assert_eq!(c.get("/healthz").await.json()["status"], "expired");
+    let e = Echo::of(&c.get(&format!("/proxy/{}/x", up.port)).await);
+    assert_eq!(e.uri(), "/x");
+    assert_eq!(c.get("/healthz").await.json()["status"], "alive");
+}
