@@ -10,6 +10,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::Router;
@@ -30,16 +31,19 @@ pub(super) enum Route {
     Path(path::Kind),
 }
 
-/// Wraps the application router; see the module docs.
+/// Wraps the application router; see the module docs. Cloned for every request (the router
+/// holds services by value), so it is one reference count.
 #[derive(Clone)]
-pub struct Front {
+pub struct Front(Arc<Inner>);
+
+struct Inner {
     state: AppState,
     router: Router,
 }
 
 impl Front {
     pub fn new(state: AppState, router: Router) -> Front {
-        Front { state, router }
+        Front(Arc::new(Inner { state, router }))
     }
 }
 
@@ -54,31 +58,32 @@ impl Service<Request> for Front {
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        let route = domain::port(&self.state, &req)
+        let route = domain::port(&self.0.state, &req)
             .map(Route::Domain)
             .or_else(|| path::kind(req.uri().path()).map(Route::Path));
         match route {
-            Some(route) => Box::pin(serve(self.state.clone(), self.router.clone(), req, route)),
-            None => Box::pin(self.router.call(req)),
+            Some(route) => Box::pin(serve(self.0.clone(), req, route)),
+            None => Box::pin(self.0.router.clone().call(req)),
         }
     }
 }
 
-async fn serve(state: AppState, router: Router, req: Request, route: Route) -> Result<Response, Infallible> {
+async fn serve(front: Arc<Inner>, req: Request, route: Route) -> Result<Response, Infallible> {
+    let state = &front.state;
     // As the router's activity layer does for every other request.
     state.heart.beat_at(now_ms());
     // What the HTML error page needs, kept only for browsers (the request itself moves on).
     let page_for = accepts_html(req.headers()).then(|| req.uri().clone());
     let result = match route {
-        Route::Path(kind) => path::handle(&state, req, kind).await,
-        Route::Domain(port) => domain::handle(&state, req, port, router).await,
+        Route::Path(kind) => path::handle(state, req, kind).await,
+        Route::Domain(port) => domain::handle(state, req, port, front.router.clone()).await,
     };
     Ok(match (result, page_for) {
         (Ok(res), _) => res,
         (Err(e), None) => e.into_response(),
         (Err(e), Some(uri)) => {
             let to = Query::parse(uri.query()).get("to").map(str::to_string);
-            as_page(&state, e.into_response(), uri.path(), to.as_deref())
+            as_page(state, e.into_response(), uri.path(), to.as_deref())
         }
     })
 }
