@@ -1,7 +1,7 @@
 //! Port proxy throughput against the same upstream reached directly, in one run:
 //!
 //! ```sh
-//! cargo bench --bench proxy                  # 5 s per measurement
+//! cargo bench --bench proxy                  # 5 s per side and scenario
 //! cargo bench --bench proxy -- --secs 10     # longer, steadier
 //! cargo bench --bench proxy -- --only small  # one of small, 1m, ws, memory
 //! ```
@@ -9,8 +9,10 @@
 //! Starts an upstream in this process (hyper: a small response, a 1 MiB response, a WebSocket
 //! echo) and our release binary, logs in once, then drives both with its own keep-alive load
 //! generator: small responses (32 connections), 1 MiB responses (8), WebSocket echo round
-//! trips (32). Prints requests per second direct and through `/proxy/<port>/` (authenticated)
-//! and their ratio, then the front's resident memory with 1,000 idle proxied WebSockets open.
+//! trips (32), direct and through `/proxy/<port>/` (authenticated) in alternating half-second
+//! slices. Prints requests per second each way, their ratio, and CPU time per request (the
+//! front's through the proxy; the load generator and upstream's direct); then the front's
+//! resident memory with 1,000 idle proxied WebSockets open.
 //!
 //! Everything shares the machine's cores, so only the ratios are comparable across machines.
 
@@ -19,7 +21,7 @@ mod common;
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
@@ -66,7 +68,10 @@ fn main() {
         let direct = format!("127.0.0.1:{up_port}");
         let prefix = format!("/proxy/{up_port}");
         println!("proxy benchmark: {secs} s per measurement, upstream on port {up_port}, front {front}");
-        println!("{:<28} {:>14} {:>14} {:>8}", "", "direct /s", "proxy /s", "ratio");
+        println!(
+            "{:<24} {:>11} {:>11} {:>7}   {:>11} {:>11}",
+            "", "direct /s", "proxy /s", "ratio", "front µs", "direct µs"
+        );
 
         let pid = server.child.id();
         let scenarios: [(&str, &str, usize, Kind, &str); 3] = [
@@ -78,16 +83,17 @@ fn main() {
             if !wanted(part) {
                 continue;
             }
-            let me = std::process::id();
-            let (direct_rate, own) = load(kind, &direct, path.to_string(), None, conns, measure, Some(me)).await;
-            let (proxy_rate, cpu) =
-                load(kind, &front, format!("{prefix}{path}"), Some(cookie.clone()), conns, measure, Some(pid)).await;
+            let direct = Side { id: DIRECT, addr: direct.clone(), path: path.to_string(), cookie: None };
+            let proxy =
+                Side { id: PROXY, addr: front.clone(), path: format!("{prefix}{path}"), cookie: Some(cookie.clone()) };
+            let c = compare(kind, direct, proxy, conns, measure, pid).await;
             println!(
-                "{name:<28} {direct_rate:>14.0} {proxy_rate:>14.0} {:>8.2}   (CPU per request: front {:.1} µs; \
-                 load generator + upstream {:.1} µs)",
-                proxy_rate / direct_rate,
-                cpu.unwrap_or_default(),
-                own.unwrap_or_default(),
+                "{name:<24} {:>11.0} {:>11.0} {:>7.2}   {:>11.1} {:>11.1}",
+                c.direct,
+                c.proxy,
+                c.proxy / c.direct,
+                c.front_cpu_us,
+                c.own_cpu_us
             );
         }
 
@@ -119,60 +125,105 @@ enum Kind {
     Ws,
 }
 
-/// Runs `conns` keep-alive connections flat out for a second of warm-up and then `measure`;
-/// returns completed requests (or echo round trips) per second, and with `cpu_of`, that
-/// process's CPU time (user + system) per request in µs.
-async fn load(
-    kind: Kind,
-    addr: &str,
+/// What the workers are told to do; see [`compare`].
+const IDLE: u8 = 0;
+const DIRECT: u8 = 1;
+const PROXY: u8 = 2;
+const STOP: u8 = 3;
+
+/// One side of a comparison: where its workers connect and what they ask for.
+struct Side {
+    id: u8,
+    addr: String,
     path: String,
     cookie: Option<String>,
-    conns: usize,
-    measure: Duration,
-    cpu_of: Option<u32>,
-) -> (f64, Option<f64>) {
-    let done = Arc::new(AtomicU64::new(0));
-    let counting = Arc::new(AtomicBool::new(false));
-    let stop = Arc::new(AtomicBool::new(false));
+}
+
+/// The result of [`compare`]: requests (or echo round trips) per second each way, and CPU time
+/// (user + system) per request: the front's through the proxy, this process's (load generator
+/// and upstream) direct.
+struct Comparison {
+    direct: f64,
+    proxy: f64,
+    front_cpu_us: f64,
+    own_cpu_us: f64,
+}
+
+/// Drives `conns` keep-alive connections to the upstream and `conns` through the proxy, one side
+/// at a time, in alternating half-second slices (`measure` in total per side, after a warm-up),
+/// so a burst of other work on the machine slows both sides alike. Only requests that start and
+/// end within their side's slice are counted.
+async fn compare(kind: Kind, direct: Side, proxy: Side, conns: usize, measure: Duration, front_pid: u32) -> Comparison {
+    const SLICE: Duration = Duration::from_millis(500);
+    let (phase, _) = tokio::sync::watch::channel(IDLE);
+    let counts = Arc::new([AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)]);
     let mut tasks = Vec::new();
-    for _ in 0..conns {
-        let (addr, path, cookie) = (addr.to_string(), path.clone(), cookie.clone());
-        let (done, counting, stop) = (done.clone(), counting.clone(), stop.clone());
-        tasks.push(tokio::spawn(async move {
-            match kind {
-                Kind::Http => http_worker(&addr, &path, cookie.as_deref(), &done, &counting, &stop).await,
-                Kind::Ws => ws_worker(&addr, &path, cookie.as_deref(), &done, &counting, &stop).await,
-            }
-        }));
+    for side in [&direct, &proxy] {
+        for _ in 0..conns {
+            let (id, addr, path, cookie) = (side.id, side.addr.clone(), side.path.clone(), side.cookie.clone());
+            let (rx, counts) = (phase.subscribe(), counts.clone());
+            tasks.push(tokio::spawn(async move {
+                let counter = &counts[id as usize];
+                match kind {
+                    Kind::Http => http_worker(&addr, &path, cookie.as_deref(), id, rx, counter).await,
+                    Kind::Ws => ws_worker(&addr, &path, cookie.as_deref(), id, rx, counter).await,
+                }
+            }));
+        }
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    counting.store(true, Ordering::Relaxed);
-    let started = Instant::now();
-    let cpu_before = cpu_of.map(cpu_seconds);
-    tokio::time::sleep(measure).await;
-    let n = done.load(Ordering::Relaxed);
-    let elapsed = started.elapsed();
-    let cpu = cpu_of.zip(cpu_before).map(|(pid, before)| (cpu_seconds(pid) - before) * 1e6 / n.max(1) as f64);
-    stop.store(true, Ordering::Relaxed);
+    for id in [DIRECT, PROXY] {
+        phase.send_replace(id);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let me = std::process::id();
+    let (mut done, mut secs, mut cpu) = ([0u64; 3], [0f64; 3], [0f64; 3]);
+    let rounds = (measure.as_millis() / SLICE.as_millis()).max(1);
+    for _ in 0..rounds {
+        for (id, pid) in [(DIRECT, me), (PROXY, front_pid)] {
+            let (n0, cpu0, t0) = (counts[id as usize].load(Ordering::Relaxed), cpu_seconds(pid), Instant::now());
+            phase.send_replace(id);
+            tokio::time::sleep(SLICE).await;
+            phase.send_replace(IDLE);
+            let i = id as usize;
+            done[i] += counts[i].load(Ordering::Relaxed) - n0;
+            secs[i] += t0.elapsed().as_secs_f64();
+            cpu[i] += cpu_seconds(pid) - cpu0;
+        }
+    }
+    phase.send_replace(STOP);
     for t in tasks {
         t.await.unwrap();
     }
-    (n as f64 / elapsed.as_secs_f64(), cpu)
+    let (d, p) = (DIRECT as usize, PROXY as usize);
+    Comparison {
+        direct: done[d] as f64 / secs[d],
+        proxy: done[p] as f64 / secs[p],
+        front_cpu_us: cpu[p] * 1e6 / done[p].max(1) as f64,
+        own_cpu_us: cpu[d] * 1e6 / done[d].max(1) as f64,
+    }
+}
+
+/// Waits until the phase is `side` (true) or the run is over (false).
+async fn my_turn(rx: &mut tokio::sync::watch::Receiver<u8>, side: u8) -> bool {
+    match rx.wait_for(|p| *p == side || *p == STOP).await {
+        Ok(p) => *p == side,
+        Err(_) => false,
+    }
 }
 
 async fn http_worker(
     addr: &str,
     path: &str,
     cookie: Option<&str>,
+    side: u8,
+    mut phase: tokio::sync::watch::Receiver<u8>,
     done: &AtomicU64,
-    counting: &AtomicBool,
-    stop: &AtomicBool,
 ) {
     let stream = TcpStream::connect(addr).await.unwrap();
     stream.set_nodelay(true).unwrap();
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
     tokio::spawn(conn);
-    while !stop.load(Ordering::Relaxed) {
+    while my_turn(&mut phase, side).await {
         let mut req = Request::get(path).header("host", addr);
         if let Some(c) = cookie {
             req = req.header("cookie", c);
@@ -184,7 +235,7 @@ async fn http_worker(
         while let Some(frame) = body.frame().await {
             frame.unwrap();
         }
-        if counting.load(Ordering::Relaxed) {
+        if *phase.borrow() == side {
             done.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -204,16 +255,16 @@ async fn ws_worker(
     addr: &str,
     path: &str,
     cookie: Option<&str>,
+    side: u8,
+    mut phase: tokio::sync::watch::Receiver<u8>,
     done: &AtomicU64,
-    counting: &AtomicBool,
-    stop: &AtomicBool,
 ) {
     let mut ws = ws_open(addr, path, cookie).await;
     let msg = Message::Binary(Bytes::from_static(&[7u8; 64]));
-    while !stop.load(Ordering::Relaxed) {
+    while my_turn(&mut phase, side).await {
         ws.send(msg.clone()).await.unwrap();
         assert_eq!(ws.next().await.unwrap().unwrap(), msg);
-        if counting.load(Ordering::Relaxed) {
+        if *phase.borrow() == side {
             done.fetch_add(1, Ordering::Relaxed);
         }
     }

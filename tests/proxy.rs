@@ -605,3 +605,23 @@ async fn proxied_requests_count_as_activity_and_auth_none_needs_no_session() {
     assert_eq!(e.uri(), "/x");
     assert_eq!(c.get("/healthz").await.json()["status"], "alive");
 }
+
+#[tokio::test]
+async fn a_slow_upload_is_not_cut_off_by_the_timeout() {
+    let up = Upstream::start().await;
+    let (_home, s, cookie) = server(&["--proxy-timeout", "1s"], &[]).await;
+    // Eight chunks a quarter of a second apart: the whole upload outlasts the timeout, but the
+    // upstream is never kept waiting for that long.
+    let chunks = futures_util::stream::unfold(0u8, |i| async move {
+        if i == 8 {
+            return None;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        Some((Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(vec![i; 1000])), i + 1))
+    });
+    let r = s
+        .client()
+        .send("POST", &format!("/proxy/{}/slow-upload", up.port), &[("cookie", &cookie)], Body::from_stream(chunks))
+        .await;
+    assert_eq!(Echo::of(&r).0["body_len"], 8000);
+}
