@@ -1,11 +1,12 @@
 //! The outermost service: proxied requests are recognised and served here, ahead of the router.
 //!
-//! Measured on the 2-core benchmark, the router's per-route layers (routing, three `from_fn`
-//! middlewares with their boxed services and futures) doubled the CPU a small proxied request
-//! costs. So proxy-domain hosts, `/proxy/<port>/…` and `/absproxy/<port>/…` are taken before
-//! routing, and this service does for them what those layers do for every other route: it
-//! records activity and renders errors as JSON or the HTML page. Everything else, and the login
-//! page and assets a proxy-domain host shows to someone not yet logged in, goes to the router.
+//! Measured with the proxy benchmark, the router's per-route layers (routing, three `from_fn`
+//! middlewares with their boxed services and futures) were about a quarter of the instructions a
+//! small proxied request costs. So proxy-domain hosts, `/proxy/<port>/…` and
+//! `/absproxy/<port>/…` are taken before routing, and this service does for them what those
+//! layers do for every other route: it records activity and renders errors as JSON or the HTML
+//! page. Everything else, and the login page and assets a proxy-domain host shows to someone not
+//! yet logged in, goes to the router.
 
 use std::convert::Infallible;
 use std::future::Future;

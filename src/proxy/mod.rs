@@ -1,17 +1,17 @@
-//! The port proxy (spec §3.7, §3.8): `/proxy/{port}/…`, `/absproxy/{port}/…` and
+//! The port proxy (spec §3.7, §3.8): `/proxy/<port>/…`, `/absproxy/<port>/…` and
 //! `{{port}}.<proxy-domain>` hosts, forwarded to `127.0.0.1:<port>` (never anywhere else) over one
 //! pooled HTTP/1.1 client.
 //!
 //! [`Front`] recognises proxied requests ahead of the router. Every route then takes the same two
 //! steps: [`admit`] (the proxy switch, the WebSocket Origin check, the session) and [`forward`],
-//! which rewrites only what a gateway must (the target URI,
-//! hop-by-hop headers, our session cookie, `Location` for `/proxy`) and streams bodies both ways
-//! without buffering. A WebSocket is forwarded as an upgrade and, once the upstream has answered
-//! 101, its bytes are spliced both ways without re-framing.
+//! which rewrites only what a gateway must (the target URI, hop-by-hop headers, our session
+//! cookie, `Location` for `/proxy`) and streams bodies both ways without buffering. A WebSocket is
+//! forwarded as an upgrade and, once the upstream has answered 101, its bytes are spliced both
+//! ways without re-framing.
 
-pub mod domain;
+mod domain;
 mod front;
-pub mod path;
+mod path;
 mod ws;
 
 use std::sync::Arc;
