@@ -83,7 +83,8 @@ fn vscode_version(env: &Environment, flag: Option<std::path::PathBuf>) -> Option
     let dir = flag
         .or_else(|| env.get("CODE_SERVER_VSCODE_DIR").filter(|d| !d.is_empty()).map(std::path::PathBuf::from))
         .unwrap_or_else(|| vscode::build::default_dir(&paths.data));
-    vscode::build::Build::locate(&dir, None).ok().map(|b| b.version)
+    let node = vscode::provision::node_path(&paths.data);
+    vscode::build::Build::locate(&dir, Some(&node)).ok().map(|b| b.version)
 }
 
 fn fail(msg: &str) -> ExitCode {

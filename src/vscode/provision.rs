@@ -111,9 +111,9 @@ pub async fn ensure(target: &Path) -> Result<Build, ProvisionError> {
 /// A Node runtime for a build that brings none (code-server's own `lib/vscode`):
 /// `<data dir>/vscode/node-<version>/bin/node`, downloaded once.
 pub async fn ensure_node(data_dir: &Path) -> Result<PathBuf, ProvisionError> {
+    let node = node_path(data_dir);
+    let target = node.parent().and_then(Path::parent).expect("node_path has two parents").to_path_buf();
     let parent = data_dir.join("vscode");
-    let target = parent.join(format!("node-{NODE_VERSION}"));
-    let node = target.join("bin/node");
     if node.is_file() {
         return Ok(node);
     }
@@ -135,6 +135,11 @@ pub async fn ensure_node(data_dir: &Path) -> Result<PathBuf, ProvisionError> {
         result.map(|()| node.clone())
     })
     .await
+}
+
+/// Where [`ensure_node`] puts Node: `<data dir>/vscode/node-<version>/bin/node`.
+pub fn node_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("vscode").join(format!("node-{NODE_VERSION}")).join("bin/node")
 }
 
 /// Runs `work` holding `<dir>/.provision.lock`: one provisioner at a time (several test
