@@ -223,13 +223,13 @@ async fn maintain_sessions(sessions: Sessions, shutdown: CancellationToken) {
     }
 }
 
-/// Resolves on the first SIGINT or SIGTERM and arms the second: that one exits the process at
-/// once, whatever shutdown is still waiting for. (The watcher for it is the one task that is
-/// meant to outlive a graceful shutdown.)
-pub async fn first_signal() {
-    server::shutdown_signal().await;
-    tokio::spawn(async {
-        server::shutdown_signal().await;
+/// Resolves on the first SIGINT or SIGTERM; the second exits the process at once, whatever
+/// shutdown is still waiting for. (The watcher for it is the one task that is meant to outlive a
+/// graceful shutdown.)
+pub async fn first_signal(mut signals: server::Signals) {
+    signals.recv().await;
+    tokio::spawn(async move {
+        signals.recv().await;
         tracing::warn!("Second signal: exiting immediately");
         std::process::exit(0);
     });

@@ -143,13 +143,14 @@ async fn serve(config: Config) -> Result<(), String> {
         Err(e) => tracing::warn!("{e}"),
     }
     let listener = Listener::bind(&config.listen).await.map_err(|e| e.to_string())?;
+    let signals = server::Signals::install().map_err(|e| format!("cannot catch signals: {e}"))?;
     log_startup(&config, &listener, tls.as_ref().map(|t| t.cert_path.as_path()));
     // The editor-session registry lives as long as the server.
     let registry = session_socket::socket_path(&config);
     state.lifecycle.spawn("session registry", |t| session_socket::serve(registry, t.cancelled_owned()));
 
     // Both ways of stopping (a signal, the idle timeout) are a clean exit.
-    lifecycle::run(state, listener, tls.map(|t| t.config), lifecycle::first_signal()).await;
+    lifecycle::run(state, listener, tls.map(|t| t.config), lifecycle::first_signal(signals)).await;
     Ok(())
 }
 
