@@ -7,6 +7,7 @@ pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod error;
+pub mod headers;
 pub mod heart;
 pub mod i18n;
 pub mod lifecycle;

@@ -94,32 +94,6 @@ pub fn cookies(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
         })
 }
 
-/// Removes every cookie named `name` from the `Cookie` header(s), keeping the others byte for
-/// byte; drops the header when nothing is left. Several `Cookie` headers (HTTP/2 sends one per
-/// cookie) become one, as HTTP/1.1 requires.
-pub fn remove_cookie(headers: &mut HeaderMap, name: &str) {
-    let values: Vec<axum::http::HeaderValue> = headers.get_all(axum::http::header::COOKIE).iter().cloned().collect();
-    if values.is_empty() {
-        return;
-    }
-    let kept: Vec<&[u8]> = values
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
-        .filter(|pair| {
-            let trimmed = pair.trim_ascii();
-            let key = trimmed.split(|&b| b == b'=').next().unwrap_or_default().trim_ascii();
-            !trimmed.is_empty() && key != name.as_bytes()
-        })
-        .map(|pair| pair.trim_ascii())
-        .collect();
-    headers.remove(axum::http::header::COOKIE);
-    if !kept.is_empty()
-        && let Ok(v) = axum::http::HeaderValue::from_bytes(&kept.join(&b"; "[..]))
-    {
-        headers.insert(axum::http::header::COOKIE, v);
-    }
-}
-
 /// Extractor for routes that need a session: rejects with 401 (JSON or the HTML page).
 pub struct Authenticated;
 
@@ -132,29 +106,5 @@ impl FromRequestParts<AppState> for Authenticated {
         } else {
             Err(AppError::unauthorized())
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn remove_cookie_keeps_the_others() {
-        let mut h = HeaderMap::new();
-        h.append("cookie", "a=1;code-server-session=x; b=%20two".parse().unwrap());
-        h.append("cookie", "code-server-session=y".parse().unwrap());
-        remove_cookie(&mut h, "code-server-session");
-        assert_eq!(h.get_all("cookie").iter().count(), 1);
-        assert_eq!(h["cookie"], "a=1; b=%20two");
-        let mut h = HeaderMap::new();
-        h.append("cookie", "code-server-session=x".parse().unwrap());
-        remove_cookie(&mut h, "code-server-session");
-        assert!(h.get("cookie").is_none());
-        // A similarly named cookie stays.
-        let mut h = HeaderMap::new();
-        h.append("cookie", "code-server-session-dev=x".parse().unwrap());
-        remove_cookie(&mut h, "code-server-session");
-        assert_eq!(h["cookie"], "code-server-session-dev=x");
     }
 }

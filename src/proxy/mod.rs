@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::Request;
-use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use axum::http::{Method, StatusCode, Version};
 use axum::response::Response;
@@ -170,42 +170,6 @@ pub async fn forward(state: &AppState, mut req: Request, target: Target) -> Resu
     Ok(downstream_response(res, &target))
 }
 
-/// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus `Expect`:
-/// we answered the client's `100-continue` ourselves when the upstream started reading.
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "te"
-            | "transfer-encoding"
-            | "upgrade"
-            | "expect"
-    )
-}
-
-/// Removes hop-by-hop headers, including any the `Connection` header names. Most messages carry
-/// none or one or two of them, so the names are scanned once before anything is removed.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if !headers.keys().any(is_hop_by_hop) {
-        return;
-    }
-    let named = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok());
-    let present = headers.keys().filter(|k| is_hop_by_hop(k)).cloned();
-    let doomed: Vec<HeaderName> = named.chain(present).collect();
-    for name in doomed {
-        headers.remove(name);
-    }
-}
-
 /// The request as the upstream should see it: same method, headers (Host included) and body;
 /// our URI; no hop-by-hop headers; no session cookie of ours.
 fn upstream_request(req: Request, target: &Target, cookie_name: &str, upgrade: bool) -> hyper::Request<Body> {
@@ -222,7 +186,7 @@ fn upstream_request(req: Request, target: &Target, cookie_name: &str, upgrade: b
         .iter()
         .any(|v| v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers"))));
     let upgrade_to = headers.get(header::UPGRADE).cloned();
-    strip_hop_by_hop(headers);
+    crate::headers::strip_hop_by_hop(headers);
     if wants_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
@@ -235,7 +199,7 @@ fn upstream_request(req: Request, target: &Target, cookie_name: &str, upgrade: b
     if !headers.contains_key(header::CONTENT_LENGTH) && !body.is_end_stream() {
         headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
     }
-    strip_session_cookie(headers, cookie_name);
+    crate::headers::remove_cookie(headers, cookie_name);
 
     parts.uri = Uri::from_parts({
         let mut p = axum::http::uri::Parts::default();
@@ -254,45 +218,11 @@ fn loopback(port: u16) -> Authority {
     Authority::try_from(format!("127.0.0.1:{port}")).expect("an IPv4 address and a port make an authority")
 }
 
-/// Removes every cookie named `name` from the `Cookie` header(s); the rest are forwarded as they
-/// came, in one header (HTTP/1.1 allows only one). No cookie left → no header.
-fn strip_session_cookie(headers: &mut HeaderMap, name: &str) {
-    let mut values = headers.get_all(header::COOKIE).iter();
-    let (Some(first), more) = (values.next(), values.next().is_some()) else {
-        return;
-    };
-    if !more && !contains(first.as_bytes(), name.as_bytes()) {
-        return;
-    }
-    let mut kept: Vec<u8> = Vec::new();
-    for value in headers.get_all(header::COOKIE) {
-        for pair in value.as_bytes().split(|&b| b == b';') {
-            let pair = pair.trim_ascii_start();
-            let pair_name = pair.split(|&b| b == b'=').next().unwrap_or_default().trim_ascii();
-            if pair.is_empty() || pair_name == name.as_bytes() {
-                continue;
-            }
-            if !kept.is_empty() {
-                kept.extend_from_slice(b"; ");
-            }
-            kept.extend_from_slice(pair);
-        }
-    }
-    headers.remove(header::COOKIE);
-    if !kept.is_empty() {
-        headers.insert(header::COOKIE, HeaderValue::from_bytes(&kept).expect("made of a valid header's bytes"));
-    }
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
-}
-
 /// The upstream's answer for the client: hop-by-hop headers dropped, `Location` rewritten for
 /// `/proxy`, the body streamed as it arrives.
 fn downstream_response(res: Response<Incoming>, target: &Target) -> Response {
     let (mut parts, body) = res.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
+    crate::headers::strip_hop_by_hop(&mut parts.headers);
     if target.rewrite_location
         && let Some(location) = parts.headers.get(header::LOCATION)
         && location.as_bytes().starts_with(b"/")
@@ -373,13 +303,14 @@ impl HttpBody for Tracked {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderName;
 
     fn cookie_after(values: &[&str], name: &str) -> Option<String> {
         let mut h = HeaderMap::new();
         for v in values {
             h.append(header::COOKIE, v.parse().unwrap());
         }
-        strip_session_cookie(&mut h, name);
+        crate::headers::remove_cookie(&mut h, name);
         assert!(h.get_all(header::COOKIE).iter().count() <= 1);
         h.get(header::COOKIE).map(|v| v.to_str().unwrap().to_string())
     }
@@ -426,7 +357,7 @@ mod tests {
         ] {
             h.append(HeaderName::from_static(k), v.parse().unwrap());
         }
-        strip_hop_by_hop(&mut h);
+        crate::headers::strip_hop_by_hop(&mut h);
         let mut names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         names.sort();
         assert_eq!(names, ["host", "trailer", "x-kept"]);

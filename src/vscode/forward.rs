@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, Version, header};
+use axum::http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 
@@ -18,26 +18,6 @@ pub enum ForwardError {
     Connect(std::io::Error),
     #[error("VS Code's connection failed: {0}")]
     Http(#[from] hyper::Error),
-}
-
-/// Headers that describe one hop, not the message (RFC 9110 §7.6.1), dropped when forwarding
-/// ordinary requests and responses.
-const HOP_BY_HOP: &[&str] =
-    &["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"];
-
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Headers named by Connection are hop-by-hop too.
-    let named: Vec<String> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|s| s.trim().to_ascii_lowercase())
-        .filter(|s| !s.is_empty())
-        .collect();
-    for name in HOP_BY_HOP.iter().copied().chain(named.iter().map(String::as_str)) {
-        headers.remove(name);
-    }
 }
 
 /// Sends `req` as HTTP/1.1 on a fresh connection to `socket`.
@@ -65,7 +45,7 @@ fn prepare(mut req: Request<Body>, session_cookie: &str) -> Request<Body> {
     let path_and_query = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
     *req.uri_mut() = Uri::try_from(path_and_query).unwrap_or_else(|_| Uri::from_static("/"));
     *req.version_mut() = Version::HTTP_11;
-    crate::auth::remove_cookie(req.headers_mut(), session_cookie);
+    crate::headers::remove_cookie(req.headers_mut(), session_cookie);
     req
 }
 
@@ -76,9 +56,9 @@ pub async fn forward_http(
     session_cookie: &str,
 ) -> Result<Response<Body>, ForwardError> {
     let mut req = prepare(req, session_cookie);
-    strip_hop_by_hop(req.headers_mut());
+    crate::headers::strip_hop_by_hop(req.headers_mut());
     let mut res = send(socket, req).await?;
-    strip_hop_by_hop(res.headers_mut());
+    crate::headers::strip_hop_by_hop(res.headers_mut());
     Ok(res)
 }
 
@@ -115,6 +95,7 @@ pub async fn forward_websocket(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderMap;
 
     #[test]
     fn hop_by_hop_headers_go() {
@@ -123,7 +104,7 @@ mod tests {
         h.insert("x-secret-hop", "1".parse().unwrap());
         h.insert("keep-alive", "timeout=5".parse().unwrap());
         h.insert("x-kept", "1".parse().unwrap());
-        strip_hop_by_hop(&mut h);
+        crate::headers::strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
     }
