@@ -50,6 +50,7 @@ fn main() {
     // `--only small|1m|ws|memory` runs one part (handy under a profiler).
     let only = std::env::args().skip_while(|a| a != "--only").nth(1);
     let wanted = move |part: &str| only.as_deref().is_none_or(|o| o == part);
+    let with_nginx = !std::env::args().any(|a| a == "--no-nginx");
 
     // The upstream gets its own runtime, as a dev server would be its own process.
     let upstream_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
@@ -65,12 +66,19 @@ fn main() {
         let server = common::Server::start(&home, &["--bind-addr", "127.0.0.1:0"], &env);
         let front = server.authority();
         let cookie = server.client().login(PASSWORD).await;
-        let direct = format!("127.0.0.1:{up_port}");
         let prefix = format!("/proxy/{up_port}");
+        // nginx, when installed, as the reference reverse proxy: the same upstream, the same
+        // load, in the same run.
+        let nginx = if with_nginx { Nginx::start(up_port, &prefix) } else { None };
         println!("proxy benchmark: {secs} s per measurement, upstream on port {up_port}, front {front}");
+        match &nginx {
+            Some(n) => println!("nginx {} as the reference proxy on port {}", n.version, n.port),
+            None if with_nginx => println!("nginx not found: no reference proxy (apt install nginx-light)"),
+            None => {}
+        }
         println!(
-            "{:<24} {:>11} {:>11} {:>7}   {:>11} {:>11}",
-            "", "direct /s", "proxy /s", "ratio", "front µs", "direct µs"
+            "{:<24} {:>10} {:>10} {:>6} {:>10} {:>6}   {:>9} {:>9} {:>9}",
+            "", "direct /s", "ours /s", "ratio", "nginx /s", "ratio", "ours µs", "nginx µs", "direct µs"
         );
 
         let pid = server.child.id();
@@ -83,17 +91,35 @@ fn main() {
             if !wanted(part) {
                 continue;
             }
-            let direct = Side { id: DIRECT, addr: direct.clone(), path: path.to_string(), cookie: None };
-            let proxy =
-                Side { id: PROXY, addr: front.clone(), path: format!("{prefix}{path}"), cookie: Some(cookie.clone()) };
-            let c = compare(kind, direct, proxy, conns, measure, pid).await;
+            let mut sides = vec![
+                Side {
+                    addr: format!("127.0.0.1:{up_port}"),
+                    path: path.to_string(),
+                    cookie: None,
+                    pids: vec![std::process::id()],
+                },
+                Side { addr: front.clone(), path: format!("{prefix}{path}"), cookie: Some(cookie.clone()), pids: vec![pid] },
+            ];
+            if let Some(n) = &nginx {
+                sides.push(Side {
+                    addr: format!("127.0.0.1:{}", n.port),
+                    path: format!("{prefix}{path}"),
+                    cookie: Some(cookie.clone()),
+                    pids: n.workers(),
+                });
+            }
+            let r = compare(kind, &sides, conns, measure).await;
+            let (nginx_rate, nginx_ratio, nginx_cpu) = match r.get(2) {
+                Some(n) => (format!("{:.0}", n.rate), format!("{:.2}", n.rate / r[0].rate), format!("{:.1}", n.cpu_us)),
+                None => ("-".into(), "-".into(), "-".into()),
+            };
             println!(
-                "{name:<24} {:>11.0} {:>11.0} {:>7.2}   {:>11.1} {:>11.1}",
-                c.direct,
-                c.proxy,
-                c.proxy / c.direct,
-                c.front_cpu_us,
-                c.own_cpu_us
+                "{name:<24} {:>10.0} {:>10.0} {:>6.2} {nginx_rate:>10} {nginx_ratio:>6}   {:>9.1} {nginx_cpu:>9} {:>9.1}",
+                r[0].rate,
+                r[1].rate,
+                r[1].rate / r[0].rate,
+                r[1].cpu_us,
+                r[0].cpu_us
             );
         }
 
@@ -125,45 +151,41 @@ enum Kind {
     Ws,
 }
 
-/// What the workers are told to do; see [`compare`].
-const IDLE: u8 = 0;
-const DIRECT: u8 = 1;
-const PROXY: u8 = 2;
-const STOP: u8 = 3;
+/// What the workers are told to do: nothing, the side with this index, or stop; see [`compare`].
+const IDLE: usize = usize::MAX;
+const STOP: usize = usize::MAX - 1;
 
-/// One side of a comparison: where its workers connect and what they ask for.
+/// One side of a comparison: where its workers connect, what they ask for, and whose CPU time
+/// it costs (the load generator and upstream's for the direct side; the proxy's otherwise).
 struct Side {
-    id: u8,
     addr: String,
     path: String,
     cookie: Option<String>,
+    pids: Vec<u32>,
 }
 
-/// The result of [`compare`]: requests (or echo round trips) per second each way, and CPU time
-/// (user + system) per request: the front's through the proxy, this process's (load generator
-/// and upstream) direct.
-struct Comparison {
-    direct: f64,
-    proxy: f64,
-    front_cpu_us: f64,
-    own_cpu_us: f64,
+/// What [`compare`] measured for one side: requests (or echo round trips) per second, and CPU
+/// time (user + system) per request of the side's processes.
+struct Measured {
+    rate: f64,
+    cpu_us: f64,
 }
 
-/// Drives `conns` keep-alive connections to the upstream and `conns` through the proxy, one side
-/// at a time, in alternating half-second slices (`measure` in total per side, after a warm-up),
-/// so a burst of other work on the machine slows both sides alike. Only requests that start and
-/// end within their side's slice are counted.
-async fn compare(kind: Kind, direct: Side, proxy: Side, conns: usize, measure: Duration, front_pid: u32) -> Comparison {
+/// Drives `conns` keep-alive connections per side, one side at a time, in rotating half-second
+/// slices (`measure` in total per side, after a warm-up), so a burst of other work on the
+/// machine slows every side alike. Only requests that start and end within their side's slice
+/// are counted.
+async fn compare(kind: Kind, sides: &[Side], conns: usize, measure: Duration) -> Vec<Measured> {
     const SLICE: Duration = Duration::from_millis(500);
     let (phase, _) = tokio::sync::watch::channel(IDLE);
-    let counts = Arc::new([AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)]);
+    let counts: Arc<Vec<AtomicU64>> = Arc::new(sides.iter().map(|_| AtomicU64::new(0)).collect());
     let mut tasks = Vec::new();
-    for side in [&direct, &proxy] {
+    for (id, side) in sides.iter().enumerate() {
         for _ in 0..conns {
-            let (id, addr, path, cookie) = (side.id, side.addr.clone(), side.path.clone(), side.cookie.clone());
+            let (addr, path, cookie) = (side.addr.clone(), side.path.clone(), side.cookie.clone());
             let (rx, counts) = (phase.subscribe(), counts.clone());
             tasks.push(tokio::spawn(async move {
-                let counter = &counts[id as usize];
+                let counter = &counts[id];
                 match kind {
                     Kind::Http => http_worker(&addr, &path, cookie.as_deref(), id, rx, counter).await,
                     Kind::Ws => ws_worker(&addr, &path, cookie.as_deref(), id, rx, counter).await,
@@ -171,40 +193,113 @@ async fn compare(kind: Kind, direct: Side, proxy: Side, conns: usize, measure: D
             }));
         }
     }
-    for id in [DIRECT, PROXY] {
+    for id in 0..sides.len() {
         phase.send_replace(id);
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    let me = std::process::id();
-    let (mut done, mut secs, mut cpu) = ([0u64; 3], [0f64; 3], [0f64; 3]);
+    let (mut done, mut secs, mut cpu) = (vec![0u64; sides.len()], vec![0f64; sides.len()], vec![0f64; sides.len()]);
     let rounds = (measure.as_millis() / SLICE.as_millis()).max(1);
     for _ in 0..rounds {
-        for (id, pid) in [(DIRECT, me), (PROXY, front_pid)] {
-            let (n0, cpu0, t0) = (counts[id as usize].load(Ordering::Relaxed), cpu_seconds(pid), Instant::now());
+        for (id, side) in sides.iter().enumerate() {
+            let cpu_now = || side.pids.iter().map(|&p| cpu_seconds(p)).sum::<f64>();
+            let (n0, cpu0, t0) = (counts[id].load(Ordering::Relaxed), cpu_now(), Instant::now());
             phase.send_replace(id);
             tokio::time::sleep(SLICE).await;
             phase.send_replace(IDLE);
-            let i = id as usize;
-            done[i] += counts[i].load(Ordering::Relaxed) - n0;
-            secs[i] += t0.elapsed().as_secs_f64();
-            cpu[i] += cpu_seconds(pid) - cpu0;
+            done[id] += counts[id].load(Ordering::Relaxed) - n0;
+            secs[id] += t0.elapsed().as_secs_f64();
+            cpu[id] += cpu_now() - cpu0;
         }
     }
     phase.send_replace(STOP);
     for t in tasks {
         t.await.unwrap();
     }
-    let (d, p) = (DIRECT as usize, PROXY as usize);
-    Comparison {
-        direct: done[d] as f64 / secs[d],
-        proxy: done[p] as f64 / secs[p],
-        front_cpu_us: cpu[p] * 1e6 / done[p].max(1) as f64,
-        own_cpu_us: cpu[d] * 1e6 / done[d].max(1) as f64,
+    (0..sides.len())
+        .map(|i| Measured { rate: done[i] as f64 / secs[i], cpu_us: cpu[i] * 1e6 / done[i].max(1) as f64 })
+        .collect()
+}
+
+/// nginx as a reverse proxy in front of the benchmark's upstream, at the same path as ours,
+/// with the settings a reverse proxy for a dev server needs: upstream keep-alive, HTTP/1.1,
+/// WebSocket upgrades, no buffering. One worker per core, as nginx's `auto` gives.
+struct Nginx {
+    master: std::process::Child,
+    port: u16,
+    version: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    fn start(up_port: u16, prefix: &str) -> Option<Nginx> {
+        let bin = ["/usr/sbin/nginx", "/usr/bin/nginx"].into_iter().find(|p| std::path::Path::new(p).exists())?;
+        let version = std::process::Command::new(bin).arg("-v").output().ok()?;
+        let version = String::from_utf8_lossy(&version.stderr).trim().rsplit('/').next().unwrap_or("").to_string();
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let d = dir.path().display();
+        let conf = format!(
+            "worker_processes auto;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+             events {{ worker_connections 4096; }}\n\
+             http {{\n  access_log off;\n  keepalive_requests 100000000;\n\
+               client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n\
+               fastcgi_temp_path {d}/fastcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
+               upstream up {{ server 127.0.0.1:{up_port}; keepalive 64; keepalive_requests 100000000; }}\n\
+               map $http_upgrade $connection_upgrade {{ default upgrade; '' ''; }}\n\
+               server {{\n    listen 127.0.0.1:{port};\n\
+                 location {prefix}/ {{\n      proxy_pass http://up/;\n      proxy_http_version 1.1;\n\
+                   proxy_set_header Host $host;\n      proxy_set_header Upgrade $http_upgrade;\n\
+                   proxy_set_header Connection $connection_upgrade;\n      proxy_buffering off;\n\
+                   proxy_read_timeout 1h;\n    }}\n  }}\n}}\n"
+        );
+        let conf_path = dir.path().join("nginx.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let master = std::process::Command::new(bin)
+            .arg("-c")
+            .arg(&conf_path)
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        let mut nginx = Nginx { master, port, version, _dir: dir };
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() && !nginx.workers().is_empty() {
+                return Some(nginx);
+            }
+            if nginx.master.try_wait().ok().flatten().is_some() {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        None
+    }
+
+    /// The worker processes (the master only supervises them).
+    fn workers(&self) -> Vec<u32> {
+        let pid = self.master.id();
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGTERM, not SIGKILL: the master takes its workers down with it.
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.master.id() as i32, libc::SIGTERM) };
+        let _ = self.master.wait();
     }
 }
 
 /// Waits until the phase is `side` (true) or the run is over (false).
-async fn my_turn(rx: &mut tokio::sync::watch::Receiver<u8>, side: u8) -> bool {
+async fn my_turn(rx: &mut tokio::sync::watch::Receiver<usize>, side: usize) -> bool {
     match rx.wait_for(|p| *p == side || *p == STOP).await {
         Ok(p) => *p == side,
         Err(_) => false,
@@ -215,8 +310,8 @@ async fn http_worker(
     addr: &str,
     path: &str,
     cookie: Option<&str>,
-    side: u8,
-    mut phase: tokio::sync::watch::Receiver<u8>,
+    side: usize,
+    mut phase: tokio::sync::watch::Receiver<usize>,
     done: &AtomicU64,
 ) {
     let stream = TcpStream::connect(addr).await.unwrap();
@@ -255,8 +350,8 @@ async fn ws_worker(
     addr: &str,
     path: &str,
     cookie: Option<&str>,
-    side: u8,
-    mut phase: tokio::sync::watch::Receiver<u8>,
+    side: usize,
+    mut phase: tokio::sync::watch::Receiver<usize>,
     done: &AtomicU64,
 ) {
     let mut ws = ws_open(addr, path, cookie).await;

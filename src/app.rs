@@ -106,8 +106,9 @@ impl AppState {
 /// proxied traffic passes through untouched. Errors render as JSON or HTML everywhere, and every
 /// request but `/healthz` counts as activity. The port proxy (proxy-domain hosts, `/proxy`,
 /// `/absproxy`) is taken before routing by [`crate::proxy::Front`], which applies those two
-/// rules itself.
-pub fn router(state: AppState) -> Router {
+/// rules itself, and is what the server serves: the router's own routing would cost every
+/// proxied request a route lookup and a layer of boxed futures.
+pub fn router(state: AppState) -> crate::proxy::Front {
     let own = Router::new()
         .merge(crate::assets::routes())
         .merge(crate::heart::routes())
@@ -121,7 +122,7 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), crate::error::render_errors))
         .layer(middleware::from_fn_with_state(state.clone(), crate::heart::record_activity))
         .with_state(state.clone());
-    Router::new().fallback_service(crate::proxy::Front::new(state, routed))
+    crate::proxy::Front::new(state, routed)
 }
 
 /// Headers every page of ours carries (not added to proxied or forwarded responses).

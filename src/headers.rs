@@ -5,36 +5,44 @@ use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus `Expect`:
 /// we answered the client's `100-continue` ourselves when the upstream started reading.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::EXPECT,
+];
+
 pub fn is_hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "te"
-            | "transfer-encoding"
-            | "upgrade"
-            | "expect"
-    )
+    HOP_BY_HOP.contains(name)
 }
 
-/// Removes hop-by-hop headers, including any the `Connection` header names. Most messages carry
-/// none or one or two of them, so the names are scanned once before anything is removed.
+/// Removes hop-by-hop headers, including any the `Connection` header names. This runs twice on
+/// every proxied request, so the usual case (`Connection: keep-alive` and nothing else) costs
+/// a scan of the names and a few removals, and allocates nothing.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if !headers.keys().any(is_hop_by_hop) {
         return;
     }
-    let named = headers
+    // Any header may be made hop-by-hop by naming it in `Connection`; the fixed ones and
+    // `close` need no name built.
+    let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok());
-    let present = headers.keys().filter(|k| is_hop_by_hop(k)).cloned();
-    let doomed: Vec<HeaderName> = named.chain(present).collect();
-    for name in doomed {
+        .map(str::trim)
+        .filter(|t| !t.eq_ignore_ascii_case("close") && !HOP_BY_HOP.iter().any(|h| t.eq_ignore_ascii_case(h.as_str())))
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
 }
@@ -77,6 +85,24 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 mod tests {
     use super::*;
     use axum::http::HeaderMap;
+
+    #[test]
+    fn connection_names_more_hop_by_hop_headers() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "Keep-Alive, X-Private , close"),
+            ("connection", "x-other"),
+            ("keep-alive", "timeout=5"),
+            ("x-private", "1"),
+            ("x-other", "2"),
+            ("proxy-connection", "keep-alive"),
+            ("x-kept", "yes"),
+        ] {
+            h.append(HeaderName::from_static(k), v.parse().unwrap());
+        }
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-kept"]);
+    }
 
     #[test]
     fn remove_cookie_keeps_the_others() {

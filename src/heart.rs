@@ -41,7 +41,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::AppState;
 use crate::clock::{Clock, SystemClock};
-use crate::server::ConnectionSlot;
+use crate::server::{ConnInfo, ConnectionSlot};
 
 /// A beat is "recent" for this long (code-server's `HEARTBEAT_INTERVAL`).
 pub const BEAT_INTERVAL_MS: u64 = 60_000;
@@ -288,7 +288,7 @@ pub async fn record_activity(State(state): State<AppState>, req: Request, next: 
     if counts {
         state.heart.record_activity();
     }
-    let slot = req.extensions().get::<ConnectionSlot>().cloned();
+    let slot = req.extensions().get::<ConnInfo>().map(|c| c.slot.clone());
     let res = next.run(req).await;
     keep_upgraded(&state, &res, slot, counts);
     res

@@ -23,7 +23,7 @@ use super::{domain, path};
 use crate::app::AppState;
 use crate::error::{AppError, accepts_html, as_page};
 use crate::relative::Query;
-use crate::server::slot::ConnectionSlot;
+use crate::server::ConnInfo;
 
 /// Where a request goes.
 pub(super) enum Route {
@@ -73,7 +73,7 @@ async fn serve(front: Arc<Inner>, req: Request, route: Route) -> Result<Response
     let state = &front.state;
     // As the router's activity layer does for every other request.
     state.heart.record_activity();
-    let slot = req.extensions().get::<ConnectionSlot>().cloned();
+    let slot = req.extensions().get::<ConnInfo>().map(|c| c.slot.clone());
     // What the HTML error page needs, kept only for browsers (the request itself moves on).
     let page_for = accepts_html(req.headers()).then(|| req.uri().clone());
     let result = match route {

@@ -12,7 +12,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
+use std::convert::Infallible;
+
 use axum::body::Body;
 use axum::http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
@@ -25,21 +26,24 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower::ServiceExt;
+use tower::{Service, ServiceExt};
 
 pub use listen::{Accepted, BindError, Listener};
 use rewind::Rewind;
 pub use slot::ConnectionSlot;
 use slot::SlotIo;
 
-/// Facts about the connection a request came in on, available to handlers as an extension.
-#[derive(Debug, Clone, Copy)]
+/// Facts about the connection a request came in on, available to handlers as an extension (one
+/// extension, not several: each insert into a request's extensions is an allocation).
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     /// The TCP peer; `None` on a Unix socket.
     pub peer: Option<SocketAddr>,
     /// Our end of a TCP connection (the port proxy uses it to refuse proxying to itself).
     pub local: Option<SocketAddr>,
     pub tls: bool,
+    /// Things kept until the socket closes (see [`slot`]).
+    pub slot: ConnectionSlot,
 }
 
 /// How long in-flight requests get to finish after shutdown starts.
@@ -47,6 +51,25 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// A client must send its first byte and finish the TLS handshake within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What [`serve`] serves: the application (see [`crate::app::router`]) or, in tests, a Router.
+pub trait App:
+    Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send + 'static>
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<A> App for A where
+    A: Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send + 'static>
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
 
 /// Serves `app` on `listener` until `shutdown` resolves, then stops accepting, removes our
 /// socket file, gives in-flight requests [`SHUTDOWN_GRACE`] to finish, and closes whatever is
@@ -56,9 +79,9 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// the forced close reaches them. They are counted and waited for through their connection's
 /// [`ConnectionSlot`]; to be ended promptly at shutdown, whoever serves one runs it under
 /// [`crate::lifecycle::Lifecycle::connection`].
-pub async fn serve(
+pub async fn serve<A: App>(
     listener: Listener,
-    app: Router,
+    app: A,
     tls: Option<Arc<ServerConfig>>,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -110,18 +133,18 @@ pub async fn serve(
     tasks.wait().await;
 }
 
-async fn handle<S>(
+async fn handle<S, A: App>(
     mut stream: S,
     peer: Option<SocketAddr>,
     local: Option<SocketAddr>,
-    app: Router,
+    app: A,
     acceptor: Option<TlsAcceptor>,
     watcher: Watcher,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let Some(acceptor) = acceptor else {
-        serve_app(stream, ConnInfo { peer, local, tls: false }, app, watcher).await;
+        serve_app(stream, peer, local, false, app, watcher).await;
         return;
     };
     // TLS and plain HTTP share the port: a TLS ClientHello starts with 0x16.
@@ -136,7 +159,7 @@ async fn handle<S>(
         return;
     }
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => serve_app(tls, ConnInfo { peer, local, tls: true }, app, watcher).await,
+        Ok(Ok(tls)) => serve_app(tls, peer, local, true, app, watcher).await,
         Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
         Err(_) => tracing::debug!("TLS handshake timed out"),
     }
@@ -149,17 +172,24 @@ fn builder() -> auto::Builder<TokioExecutor> {
     b
 }
 
-async fn serve_app<S>(stream: S, info: ConnInfo, app: Router, watcher: Watcher)
-where
+async fn serve_app<S, A: App>(
+    stream: S,
+    peer: Option<SocketAddr>,
+    local: Option<SocketAddr>,
+    tls: bool,
+    app: A,
+    watcher: Watcher,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     // The socket outlives hyper's view of it when the connection is upgraded; the slot lets
     // middleware keep things (a heart guard) for exactly as long as the socket lives.
     let slot = ConnectionSlot::default();
     let io = SlotIo::new(stream, slot.clone());
-    let svc = app.map_request(move |mut req: Request<Incoming>| {
-        req.extensions_mut().insert(info);
-        req.extensions_mut().insert(slot.clone());
+    let info = ConnInfo { peer, local, tls, slot };
+    let svc = app.map_request(move |req: Request<Incoming>| {
+        let mut req = req.map(Body::new);
+        req.extensions_mut().insert(info.clone());
         req
     });
     let builder = builder();
