@@ -50,31 +50,58 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// Removes every cookie named `name` from the `Cookie` header(s); the rest are forwarded as they
 /// came, in one header (HTTP/1.1 allows only one). No cookie left → no header.
 pub fn remove_cookie(headers: &mut HeaderMap, name: &str) {
-    let mut values = headers.get_all(header::COOKIE).iter();
-    let (Some(first), more) = (values.next(), values.next().is_some()) else {
-        return;
-    };
-    if !more && !contains(first.as_bytes(), name.as_bytes()) {
-        return;
+    let mut kept = Vec::new();
+    match cookies_without(|| headers.get_all(header::COOKIE).iter().map(|v| v.as_bytes()), name, &mut kept) {
+        Cookies::Unchanged => {}
+        Cookies::Kept => {
+            headers.insert(header::COOKIE, HeaderValue::from_bytes(&kept).expect("made of a valid header's bytes"));
+        }
+        Cookies::None => {
+            headers.remove(header::COOKIE);
+        }
     }
-    let mut kept: Vec<u8> = Vec::new();
-    for value in headers.get_all(header::COOKIE) {
-        for pair in value.as_bytes().split(|&b| b == b';') {
+}
+
+/// What [`cookies_without`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Cookies {
+    /// One header and no cookie named so: forward the header as it is.
+    Unchanged,
+    /// The value to send instead is in the output.
+    Kept,
+    /// No cookie is left: send no `Cookie` header.
+    None,
+}
+
+/// The `Cookie` header to forward, for the header values `values()` gives, without the cookies
+/// named `name`: written to `out` when it differs from the one header received.
+pub fn cookies_without<'a, I: Iterator<Item = &'a [u8]>>(
+    values: impl Fn() -> I,
+    name: &str,
+    out: &mut Vec<u8>,
+) -> Cookies {
+    let mut all = values();
+    let (Some(first), more) = (all.next(), all.next().is_some()) else {
+        return Cookies::None;
+    };
+    if !more && !contains(first, name.as_bytes()) {
+        return Cookies::Unchanged;
+    }
+    let start = out.len();
+    for value in values() {
+        for pair in value.split(|&b| b == b';') {
             let pair = pair.trim_ascii_start();
             let pair_name = pair.split(|&b| b == b'=').next().unwrap_or_default().trim_ascii();
             if pair.is_empty() || pair_name == name.as_bytes() {
                 continue;
             }
-            if !kept.is_empty() {
-                kept.extend_from_slice(b"; ");
+            if out.len() > start {
+                out.extend_from_slice(b"; ");
             }
-            kept.extend_from_slice(pair);
+            out.extend_from_slice(pair);
         }
     }
-    headers.remove(header::COOKIE);
-    if !kept.is_empty() {
-        headers.insert(header::COOKIE, HeaderValue::from_bytes(&kept).expect("made of a valid header's bytes"));
-    }
+    if out.len() > start { Cookies::Kept } else { Cookies::None }
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

@@ -180,7 +180,8 @@ pub async fn run(
         lifecycle.begin_shutdown();
         stopped = Some(why);
     };
-    server::serve(listener, router(state.clone()), tls, stop).await;
+    let lane = crate::proxy::lane::Lane::new(state.clone());
+    server::serve(listener, router(state.clone()), lane, tls, stop).await;
     lifecycle.finish().await;
 
     // Requests have finished: persist what they left behind.
@@ -372,7 +373,7 @@ mod tests {
             .layer(axum::middleware::from_fn_with_state(state.clone(), crate::heart::record_activity))
             .with_state(state.clone());
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(server::serve(listener, app, None, async {
+        let server = tokio::spawn(server::serve(listener, app, None, None, async {
             let _ = stop_rx.await;
         }));
 

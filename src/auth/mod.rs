@@ -51,10 +51,20 @@ impl Auth {
 
     /// True when auth is off or the request carries a live session.
     pub async fn is_authenticated(&self, headers: &HeaderMap) -> Result<bool, AppError> {
+        let values = headers.get_all(axum::http::header::COOKIE).iter().filter_map(|v| v.to_str().ok());
+        self.is_authenticated_by(values).await
+    }
+
+    /// [`Auth::is_authenticated`] for a request whose `Cookie` header values are `cookie_headers`.
+    pub async fn is_authenticated_by<'a>(
+        &self,
+        cookie_headers: impl Iterator<Item = &'a str>,
+    ) -> Result<bool, AppError> {
         if self.mode == AuthMode::None {
             return Ok(true);
         }
-        for token in self.session_tokens(headers) {
+        let tokens = cookie_pairs(cookie_headers).filter(|(n, _)| *n == self.cookie_name).map(|(_, v)| v.trim());
+        for token in tokens {
             if self.sessions.validate(token).await? {
                 return Ok(true);
             }
@@ -83,15 +93,15 @@ impl Auth {
 
 /// `(name, value)` pairs of every `Cookie` header, in order.
 pub fn cookies(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
-    headers
-        .get_all(axum::http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| {
-            let (n, v) = pair.split_once('=')?;
-            Some((n.trim(), v))
-        })
+    cookie_pairs(headers.get_all(axum::http::header::COOKIE).iter().filter_map(|v| v.to_str().ok()))
+}
+
+/// `(name, value)` pairs of `Cookie` header values, in order.
+pub fn cookie_pairs<'a>(values: impl Iterator<Item = &'a str>) -> impl Iterator<Item = (&'a str, &'a str)> {
+    values.flat_map(|v| v.split(';')).filter_map(|pair| {
+        let (n, v) = pair.split_once('=')?;
+        Some((n.trim(), v))
+    })
 }
 
 /// Extractor for routes that need a session: rejects with 401 (JSON or the HTML page).

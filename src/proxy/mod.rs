@@ -9,8 +9,10 @@
 //! forwarded as an upgrade and, once the upstream has answered 101, its bytes are spliced both
 //! ways without re-framing.
 
+mod chunked;
 mod domain;
 mod front;
+pub mod lane;
 mod path;
 pub mod ws;
 
@@ -51,6 +53,8 @@ pub struct Proxy {
     abs_base: String,
     /// How long an upstream may stay silent before it answers (see [`Proxy::send`]).
     timeout: Duration,
+    /// The express lane's idle upstream connections ([`lane`]).
+    idle: Arc<lane::IdlePool>,
 }
 
 impl Proxy {
@@ -75,6 +79,7 @@ impl Proxy {
             domains: config.proxy_domains.iter().map(|d| domain::Pattern::parse(d)).collect(),
             abs_base,
             timeout: config.proxy_timeout,
+            idle: Arc::default(),
         }
     }
 

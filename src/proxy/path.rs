@@ -44,11 +44,7 @@ pub fn kind(path: &str) -> Option<Kind> {
 /// nothing in it (`//`, percent-escapes) is normalised away.
 pub async fn handle(state: &AppState, req: Request, kind: Kind) -> Result<Response, AppError> {
     let path = req.uri().path();
-    let after = path.strip_prefix(kind.prefix()).unwrap_or_default();
-    let (port, rest) = match after.split_once('/') {
-        Some((port, rest)) => (port, Some(rest)),
-        None => (after, None),
-    };
+    let (port, rest) = split(kind, path);
 
     if admit(state, req.method(), req.headers()).await? == Admission::Unauthenticated {
         // The proxy's root sends people to log in and back; anything deeper is an API call or
@@ -62,14 +58,29 @@ pub async fn handle(state: &AppState, req: Request, kind: Kind) -> Result<Respon
     }
 
     let port = parse_port(port)?;
-    let query = req.uri().query();
-    let upstream_path = match kind {
-        Kind::Strip => join(&["/", rest.unwrap_or_default()], query),
-        Kind::Keep => join(&[&state.proxy.abs_base, path], query),
-    };
+    let upstream_path = upstream_target(kind, path, rest, req.uri().query(), &state.proxy.abs_base);
     let path_and_query = PathAndQuery::try_from(upstream_path)
         .map_err(|_| AppError::new(axum::http::StatusCode::BAD_REQUEST, "Bad Request"))?;
     forward(state, req, Target { port, path_and_query, rewrite_location: kind == Kind::Strip }).await
+}
+
+/// The port segment of a path [`kind`] recognised, and what follows its `/` if there is one:
+/// `/proxy/8080/a/b` → `("8080", Some("a/b"))`, `/proxy/8080` → `("8080", None)`.
+pub fn split(kind: Kind, path: &str) -> (&str, Option<&str>) {
+    let after = path.strip_prefix(kind.prefix()).unwrap_or_default();
+    match after.split_once('/') {
+        Some((port, rest)) => (port, Some(rest)),
+        None => (after, None),
+    }
+}
+
+/// The origin-form target the upstream gets for `path` (split into `rest` by [`split`]) and
+/// `query`; `abs_base` is `--abs-proxy-base-path` without its trailing slash.
+pub fn upstream_target(kind: Kind, path: &str, rest: Option<&str>, query: Option<&str>, abs_base: &str) -> String {
+    match kind {
+        Kind::Strip => join(&["/", rest.unwrap_or_default()], query),
+        Kind::Keep => join(&[abs_base, path], query),
+    }
 }
 
 fn join(parts: &[&str], query: Option<&str>) -> String {

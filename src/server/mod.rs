@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::{Service, ServiceExt};
 
+use crate::proxy::lane::Lane;
 pub use listen::{Accepted, BindError, Listener};
 use rewind::Rewind;
 pub use slot::ConnectionSlot;
@@ -75,6 +76,9 @@ impl<A> App for A where
 /// socket file, gives in-flight requests [`SHUTDOWN_GRACE`] to finish, and closes whatever is
 /// left. Returns only when every connection task has ended.
 ///
+/// With a [`Lane`], HTTP/1.1 connections start in the port proxy's express lane and reach the
+/// app from the first request the lane does not take (see [`crate::proxy::lane`]).
+///
 /// Upgraded connections (WebSockets) leave hyper once upgraded, so neither the grace period nor
 /// the forced close reaches them. They are counted and waited for through their connection's
 /// [`ConnectionSlot`]; to be ended promptly at shutdown, whoever serves one runs it under
@@ -82,6 +86,7 @@ impl<A> App for A where
 pub async fn serve<A: App>(
     listener: Listener,
     app: A,
+    lane: Option<Lane>,
     tls: Option<Arc<ServerConfig>>,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -89,7 +94,8 @@ pub async fn serve<A: App>(
     // Every connection task, so none outlives this function; cancelling `force` ends them.
     let tasks = TaskTracker::new();
     let force = CancellationToken::new();
-    let acceptor = tls.map(TlsAcceptor::from);
+    let shared =
+        Arc::new(Shared { app, lane, acceptor: tls.map(TlsAcceptor::from), draining: CancellationToken::new() });
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -105,26 +111,22 @@ pub async fn serve<A: App>(
                 continue;
             }
         };
-        let (app, acceptor, watcher) = (app.clone(), acceptor.clone(), graceful.watcher());
+        // A connection holds its watcher from the start, so the grace period below waits for
+        // requests in the express lane too.
+        let (shared, watcher) = (shared.clone(), graceful.watcher());
         match accepted {
             Accepted::Tcp(s, peer) => {
                 let local = s.local_addr().ok();
-                tasks.spawn(force.clone().run_until_cancelled_owned(handle(
-                    s,
-                    Some(peer),
-                    local,
-                    app,
-                    acceptor,
-                    watcher,
-                )));
+                tasks.spawn(force.clone().run_until_cancelled_owned(handle(s, Some(peer), local, shared, watcher)));
             }
             Accepted::Unix(s) => {
-                tasks.spawn(force.clone().run_until_cancelled_owned(handle(s, None, None, app, acceptor, watcher)));
+                tasks.spawn(force.clone().run_until_cancelled_owned(handle(s, None, None, shared, watcher)));
             }
         }
     }
     listener.remove_socket_file();
     drop(listener);
+    shared.draining.cancel();
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
         tracing::warn!("Some connections did not finish within {}s; closing them", SHUTDOWN_GRACE.as_secs());
     }
@@ -133,18 +135,26 @@ pub async fn serve<A: App>(
     tasks.wait().await;
 }
 
+/// What every connection of a [`serve`] shares.
+struct Shared<A> {
+    app: A,
+    lane: Option<Lane>,
+    acceptor: Option<TlsAcceptor>,
+    /// Cancelled when shutdown starts: the lane closes its idle connections.
+    draining: CancellationToken,
+}
+
 async fn handle<S, A: App>(
     mut stream: S,
     peer: Option<SocketAddr>,
     local: Option<SocketAddr>,
-    app: A,
-    acceptor: Option<TlsAcceptor>,
+    shared: Arc<Shared<A>>,
     watcher: Watcher,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Some(acceptor) = acceptor else {
-        serve_app(stream, peer, local, false, app, watcher).await;
+    let Some(acceptor) = &shared.acceptor else {
+        lane_then_app(stream, peer, local, false, &shared, watcher).await;
         return;
     };
     // TLS and plain HTTP share the port: a TLS ClientHello starts with 0x16.
@@ -159,9 +169,33 @@ async fn handle<S, A: App>(
         return;
     }
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => serve_app(tls, peer, local, true, app, watcher).await,
+        Ok(Ok(tls)) if tls.get_ref().1.alpn_protocol() == Some(b"h2") => {
+            serve_app(tls, peer, local, true, shared.app.clone(), watcher).await
+        }
+        Ok(Ok(tls)) => lane_then_app(tls, peer, local, true, &shared, watcher).await,
         Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
         Err(_) => tracing::debug!("TLS handshake timed out"),
+    }
+}
+
+/// An HTTP/1.1 connection (or one that may turn out to be HTTP/2 with prior knowledge): the
+/// express lane first, then the app with whatever the lane has read.
+async fn lane_then_app<S, A: App>(
+    stream: S,
+    peer: Option<SocketAddr>,
+    local: Option<SocketAddr>,
+    tls: bool,
+    shared: &Shared<A>,
+    watcher: Watcher,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Some(lane) = &shared.lane else {
+        serve_app(stream, peer, local, tls, shared.app.clone(), watcher).await;
+        return;
+    };
+    if let Some((stream, read)) = lane.serve(stream, &shared.draining).await {
+        serve_app(Rewind::new(read, stream), peer, local, tls, shared.app.clone(), watcher).await;
     }
 }
 
