@@ -625,3 +625,39 @@ async fn a_slow_upload_is_not_cut_off_by_the_timeout() {
         .await;
     assert_eq!(Echo::of(&r).0["body_len"], 8000);
 }
+
+#[tokio::test]
+async fn keep_alive_reuses_upstream_connections_and_hands_over_mid_connection() {
+    let up = Upstream::start().await;
+    let (_home, s, cookie) = server(&[], &[]).await;
+    let tcp = tokio::net::TcpStream::connect(s.authority()).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.unwrap();
+    tokio::spawn(conn);
+    let mut get = async |path: &str| {
+        let req = hyper::Request::get(path).header("host", "h").header("cookie", &cookie).body(Body::empty()).unwrap();
+        sender.ready().await.unwrap();
+        collect(sender.send_request(req).await.unwrap()).await
+    };
+    // Bodies ending exactly at a read, chunked, empty, and an echo: one upstream connection.
+    let p = up.port;
+    for path in [
+        format!("/proxy/{p}/download?size=70000"),
+        format!("/proxy/{p}/download?size=70000&chunked"),
+        format!("/proxy/{p}/status/204"),
+        format!("/proxy/{p}/echo"),
+    ] {
+        for _ in 0..3 {
+            let r = get(&path).await;
+            assert!(r.status.is_success(), "{path}: {}", r.status);
+        }
+    }
+    assert_eq!(up.connections(), 1, "the upstream connection is reused");
+    // A request of ours on the same connection, then proxied ones again: all answered.
+    let health = get("/healthz").await;
+    assert_eq!(health.status, StatusCode::OK);
+    assert!(health.json()["status"].is_string(), "{}", health.text());
+    assert_eq!(Echo::of(&get(&format!("/proxy/{p}/echo?after")).await).uri(), "/echo?after");
+    let unauthenticated = hyper::Request::get(format!("/proxy/{p}/x")).header("host", "h").body(Body::empty()).unwrap();
+    sender.ready().await.unwrap();
+    assert_eq!(sender.send_request(unauthenticated).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+}

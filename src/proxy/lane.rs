@@ -55,8 +55,10 @@ const MAX_HEADERS: usize = 64;
 /// Once a request has started arriving, its head must be complete within this (as on hyper's
 /// side, see `server`).
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
-/// Reads of bodies are at most this big.
-const RELAY_CHUNK: usize = 64 * 1024;
+/// Body reads start this big and double while they come back full, up to [`MAX_RELAY_CHUNK`]:
+/// a short answer costs little memory, a large download few system calls.
+const RELAY_CHUNK: usize = 16 * 1024;
+const MAX_RELAY_CHUNK: usize = 512 * 1024;
 
 /// Serves a connection's proxied requests; see the module docs.
 #[derive(Clone)]
@@ -185,13 +187,19 @@ impl Lane {
         // The rest of the body, as the client sends it.
         let mut remaining = req.content_length - in_buf as u64;
         let mut relay = Vec::new();
+        let mut chunk = RELAY_CHUNK;
         while remaining > 0 {
             relay.clear();
-            relay.reserve(RELAY_CHUNK);
-            let want = usize::try_from(remaining).unwrap_or(usize::MAX).min(RELAY_CHUNK);
+            let want = usize::try_from(remaining).unwrap_or(usize::MAX).min(chunk);
+            relay.reserve(want);
             match (&mut *client).take(want as u64).read_buf(&mut relay).await {
                 Ok(0) | Err(_) => return Next::Close,
-                Ok(n) => remaining -= n as u64,
+                Ok(n) => {
+                    remaining -= n as u64;
+                    if n == chunk {
+                        chunk = (chunk * 2).min(MAX_RELAY_CHUNK);
+                    }
+                }
             }
             if upstream.write_all(&relay).await.is_err() {
                 return self.fail(client, conn, req, bad_gateway(plan.port)).await;
@@ -750,16 +758,18 @@ where
     if client.write_all(&conn.out).await.is_err() || client.flush().await.is_err() {
         return Relayed::Broken;
     }
+    let mut chunk = RELAY_CHUNK;
     while !complete {
         ubuf.clear();
-        ubuf.reserve(RELAY_CHUNK);
         let want = match framing {
-            Framing::Length(_) => usize::try_from(remaining).unwrap_or(usize::MAX).min(RELAY_CHUNK),
-            _ => RELAY_CHUNK,
+            Framing::Length(_) => usize::try_from(remaining).unwrap_or(usize::MAX).min(chunk),
+            _ => chunk,
         };
+        ubuf.reserve(want);
         match (&mut *upstream).take(want as u64).read_buf(&mut ubuf).await {
             Ok(0) if framing == Framing::UntilClose => return Relayed::Done { upstream_clean: false },
             Ok(0) | Err(_) => return Relayed::Broken,
+            Ok(n) if n == chunk => chunk = (chunk * 2).min(MAX_RELAY_CHUNK),
             Ok(_) => {}
         }
         let Ok((n, done)) = take(&ubuf, &mut remaining, &mut scanner) else {
@@ -854,11 +864,18 @@ async fn reap(pool: Weak<IdlePool>) {
 }
 
 /// An idle connection has nothing to read; if it has (the upstream closed it, or sent
-/// something unasked), it is not reused. Asks the runtime's readiness, not the socket: no
-/// system call.
+/// something unasked), it is not reused. The runtime's readiness answers without a system call
+/// when it knows the socket is drained; after a read that ended exactly at a body's end it
+/// cannot know, and one non-blocking read tells.
 fn quiet(stream: &TcpStream) -> bool {
     let mut cx = Context::from_waker(Waker::noop());
-    matches!(stream.poll_read_ready(&mut cx), Poll::Pending)
+    match stream.poll_read_ready(&mut cx) {
+        Poll::Pending => true,
+        Poll::Ready(Err(_)) => false,
+        Poll::Ready(Ok(())) => {
+            matches!(stream.try_read(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        }
+    }
 }
 
 #[cfg(test)]

@@ -32,6 +32,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 pub struct Upstream {
     pub port: u16,
     release: Arc<Notify>,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Upstream {
@@ -39,10 +40,12 @@ impl Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let release = Arc::new(Notify::new());
-        let r = release.clone();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (r, count) = (release.clone(), accepted.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { continue };
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let r = r.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| handle(req, r.clone()));
@@ -53,7 +56,12 @@ impl Upstream {
                 });
             }
         });
-        Upstream { port, release }
+        Upstream { port, release, accepted }
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Lets `/sse` send its second event, or `/hold` answer.
