@@ -104,12 +104,17 @@ impl Lifecycle {
     {
         let shutdown = self.shutting_down();
         self.connections.track_future(async move {
-            tokio::pin!(task);
+            // The task runs as its own task so that its every wake-up (a WebSocket's every
+            // message) does not also poll the shutdown signal, whose waiter list all
+            // connections share; this one only wakes when either ends.
+            let mut task = tokio::spawn(task);
+            // Dropped early (the runtime going away), it still takes the task with it.
+            let _abort = AbortOnDrop(task.abort_handle());
             tokio::select! {
                 _ = &mut task => return,
                 _ = shutdown => {}
             }
-            let _ = tokio::time::timeout(CLOSE_GRACE, task).await;
+            let _ = tokio::time::timeout(CLOSE_GRACE, &mut task).await;
         })
     }
 
@@ -234,6 +239,15 @@ pub async fn first_signal(mut signals: server::Signals) {
         tracing::warn!("Second signal: exiting immediately");
         std::process::exit(0);
     });
+}
+
+/// Aborts a spawned task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 #[cfg(test)]
