@@ -22,10 +22,10 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tower::{Service, ServiceExt};
 
 use crate::proxy::lane::Lane;
@@ -91,9 +91,10 @@ pub async fn serve<A: App>(
     shutdown: impl Future<Output = ()>,
 ) {
     let graceful = GracefulShutdown::new();
-    // Every connection task, so none outlives this function; cancelling `force` ends them.
-    let tasks = TaskTracker::new();
-    let force = CancellationToken::new();
+    // Every connection task, so none outlives this function: aborted after the grace period.
+    // (Aborting costs nothing while they run; a cancellation token would be polled at every
+    // wake-up of every connection.)
+    let mut tasks = JoinSet::new();
     let shared =
         Arc::new(Shared { app, lane, acceptor: tls.map(TlsAcceptor::from), draining: CancellationToken::new() });
     tokio::pin!(shutdown);
@@ -117,12 +118,14 @@ pub async fn serve<A: App>(
         match accepted {
             Accepted::Tcp(s, peer) => {
                 let local = s.local_addr().ok();
-                tasks.spawn(force.clone().run_until_cancelled_owned(handle(s, Some(peer), local, shared, watcher)));
+                tasks.spawn(handle(s, Some(peer), local, shared, watcher));
             }
             Accepted::Unix(s) => {
-                tasks.spawn(force.clone().run_until_cancelled_owned(handle(s, None, None, shared, watcher)));
+                tasks.spawn(handle(s, None, None, shared, watcher));
             }
         }
+        // Forget the connections that have ended.
+        while tasks.try_join_next().is_some() {}
     }
     listener.remove_socket_file();
     drop(listener);
@@ -130,9 +133,8 @@ pub async fn serve<A: App>(
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
         tracing::warn!("Some connections did not finish within {}s; closing them", SHUTDOWN_GRACE.as_secs());
     }
-    force.cancel();
-    tasks.close();
-    tasks.wait().await;
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
 }
 
 /// What every connection of a [`serve`] shares.
