@@ -661,3 +661,43 @@ async fn keep_alive_reuses_upstream_connections_and_hands_over_mid_connection() 
     sender.ready().await.unwrap();
     assert_eq!(sender.send_request(unauthenticated).await.unwrap().status(), StatusCode::UNAUTHORIZED);
 }
+
+/// An upstream that answers each connection's first request as if it would keep the connection,
+/// then closes it when the second one arrives, unanswered: what a server that reaps idle
+/// connections looks like to a proxy that sends on one just as it goes.
+async fn one_answer_per_connection() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else { continue };
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                read_until(&mut sock, &mut head, b"\r\n\r\n").await;
+                let _ = sock.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
+                // Wait for the next request (or the proxy's close), and close without a word.
+                let _ = sock.read(&mut [0u8; 1024]).await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn a_stale_upstream_connection_is_replaced_not_reported() {
+    let port = one_answer_per_connection().await;
+    let (_home, s, cookie) = server(&[], &[]).await;
+    let tcp = tokio::net::TcpStream::connect(s.authority()).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.unwrap();
+    tokio::spawn(conn);
+    for i in 0..10 {
+        let req = hyper::Request::get(format!("/proxy/{port}/{i}"))
+            .header("host", "h")
+            .header("cookie", &cookie)
+            .body(Body::empty())
+            .unwrap();
+        sender.ready().await.unwrap();
+        let r = collect(sender.send_request(req).await.unwrap()).await;
+        assert_eq!((r.status, r.text().as_str()), (StatusCode::OK, "ok"), "request {i}");
+    }
+}
