@@ -126,7 +126,8 @@ impl Lane {
             }
             match connect(plan.port, proxy.timeout).await {
                 Some(s) => (upstream, reused) = (s, false),
-                None => return self.fail(client, conn, &req, bad_gateway(plan.port)).await,
+                // A retry holds the whole request still: hyper can take it from here.
+                None => return Next::Handover,
             }
         }
     }
@@ -215,7 +216,11 @@ impl Lane {
             match read_response_head(&mut upstream, &mut ubuf, deadline).await {
                 Ok(head) if (100..200).contains(&head.status) => consume(&mut ubuf, head.len),
                 Ok(head) => break head,
-                Err(HeadError::Closed) if retry && ubuf.is_empty() => return Next::Retry,
+                // The upstream may have acted on it before closing: only an idempotent request
+                // is sent again (as browsers and nginx do).
+                Err(HeadError::Closed) if retry && ubuf.is_empty() && idempotent(req.method(&conn.buf)) => {
+                    return Next::Retry;
+                }
                 Err(HeadError::TimedOut) => {
                     tracing::debug!("port {}: no response within {:?}", plan.port, self.state.proxy.timeout);
                     let e = AppError::new(
@@ -284,6 +289,11 @@ impl Lane {
         let _ = client.flush().await;
         Next::Close
     }
+}
+
+/// Methods that mean the same sent twice (RFC 9110 §9.2.2).
+fn idempotent(method: &str) -> bool {
+    matches!(method, "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE")
 }
 
 fn bad_gateway(port: u16) -> AppError {
