@@ -190,8 +190,25 @@ async fn bad_ports_closed_ports_and_timeouts() {
     let r = c.get_with(&format!("/proxy/{}/slow", up.port), &[("cookie", &cookie)]).await;
     assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT);
     assert!(r.json()["error"].as_str().unwrap().contains(&up.port.to_string()));
+    let r = c.get_with(&format!("/proxy/{}/slow", up.port), &[("cookie", &cookie), ("accept", "text/html")]).await;
+    assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT);
+    assert!(r.header("content-type").unwrap().starts_with("text/html"));
+    assert!(r.text().contains(&up.port.to_string()));
     // The proxy still works afterwards.
     Echo::of(&c.get_with(&format!("/proxy/{}/ok", up.port), &[("cookie", &cookie)]).await);
+
+    // Something that does not speak HTTP: 502, without its words.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let garbage = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let _ = sock.write_all(b"SSH-2.0-OpenSSH_9.2\r\nProtocol mismatch.\r\n\r\n").await;
+        }
+    });
+    let r = c.get_with(&format!("/proxy/{garbage}/"), &[("cookie", &cookie)]).await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+    let msg = r.json()["error"].as_str().unwrap().to_string();
+    assert!(msg.contains(&garbage.to_string()) && !msg.contains("SSH"), "{msg}");
 }
 
 #[tokio::test]
