@@ -718,3 +718,49 @@ async fn a_stale_upstream_connection_is_replaced_not_reported() {
         assert_eq!((r.status, r.text().as_str()), (StatusCode::OK, "ok"), "request {i}");
     }
 }
+
+#[tokio::test]
+async fn websockets_through_the_express_lane() {
+    // Without proxy domains, /proxy and /absproxy WebSockets take the express lane.
+    let up = Upstream::start().await;
+    let p = up.port;
+    let (_home, s, cookie) = server(&["--abs-proxy-base-path", "/base"], &[]).await;
+    let mixed = format!("a=1; {cookie}");
+    let headers = [
+        ("cookie", mixed.as_str()),
+        ("sec-websocket-protocol", "chat.v2, chat.v1"),
+        ("sec-websocket-extensions", "x-test; level=3"),
+    ];
+    for (path, want_path) in [
+        (format!("/proxy/{p}/ws?t=1"), "/ws?t=1".to_string()),
+        (format!("/absproxy/{p}/ws"), format!("/base/absproxy/{p}/ws")),
+    ] {
+        let (mut ws, res) = ws_connect(&s, &path, &headers).await.unwrap_or_else(|st| panic!("{path}: {st}"));
+        let h = res.headers();
+        assert_eq!(h["sec-websocket-protocol"], "chat.v2");
+        assert_eq!(h["x-seen-extensions"], "x-test; level=3");
+        assert_eq!(h["x-seen-cookie"], "a=1");
+        assert_eq!(h["x-seen-path"], want_path.as_str());
+        round_trip(&mut ws).await;
+    }
+    let evil = [("cookie", cookie.as_str()), ("origin", "http://evil.test")];
+    assert_eq!(ws_connect(&s, &format!("/proxy/{p}/ws"), &evil).await.unwrap_err(), StatusCode::FORBIDDEN);
+    let own = format!("http://{}", s.authority());
+    let (mut ws, _) =
+        ws_connect(&s, &format!("/proxy/{p}/ws"), &[("cookie", &cookie), ("origin", &own)]).await.unwrap();
+    round_trip(&mut ws).await;
+    assert_eq!(ws_connect(&s, &format!("/proxy/{p}/ws"), &[]).await.unwrap_err(), StatusCode::UNAUTHORIZED);
+    let closed = closed_port().await;
+    let r = ws_connect(&s, &format!("/proxy/{closed}/ws"), &[("cookie", &cookie)]).await;
+    assert_eq!(r.unwrap_err(), StatusCode::BAD_GATEWAY);
+
+    // An open one is closed at shutdown, and the server exits cleanly.
+    let (mut ws, _) = ws_connect(&s, &format!("/proxy/{p}/ws"), &[("cookie", &cookie)]).await.unwrap();
+    ws.send(Message::Text("still here".into())).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::Text("still here".into()));
+    s.signal("TERM");
+    let end =
+        tokio::time::timeout(std::time::Duration::from_secs(20), async { while let Some(Ok(_)) = ws.next().await {} });
+    end.await.expect("the WebSocket is closed at shutdown");
+    assert_eq!(s.stop(), Some(0));
+}
