@@ -720,8 +720,9 @@ async fn a_stale_upstream_connection_is_replaced_not_reported() {
 }
 
 #[tokio::test]
-async fn websockets_through_the_express_lane() {
-    // Without proxy domains, /proxy and /absproxy WebSockets take the express lane.
+async fn websockets_when_connections_start_in_the_express_lane() {
+    // Without proxy domains, connections start in the express lane, which hands a WebSocket
+    // handshake (on a fresh connection or after other proxied requests) to hyper.
     let up = Upstream::start().await;
     let p = up.port;
     let (_home, s, cookie) = server(&["--abs-proxy-base-path", "/base"], &[]).await;

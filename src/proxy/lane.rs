@@ -80,7 +80,7 @@ impl Lane {
     /// or the connection ends (`None`). Between requests, `draining` ends the connection.
     pub async fn serve<S>(&self, mut client: S, draining: &CancellationToken) -> Option<Handover<S>>
     where
-        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        S: AsyncRead + AsyncWrite + Unpin,
     {
         let mut conn = Conn { buf: Vec::with_capacity(4096), out: Vec::with_capacity(4096) };
         loop {
@@ -92,28 +92,8 @@ impl Lane {
                     return None;
                 }
                 Next::Handover => return Some((client, conn.buf)),
-                Next::Splice(upstream) => {
-                    self.splice(client, upstream);
-                    return None;
-                }
             }
         }
-    }
-
-    /// Copies bytes both ways until both ends are done, as its own task: counted as an open
-    /// connection (the server stays up while it lives) and ended at shutdown, as hyper's path
-    /// does for its WebSockets.
-    fn splice<S>(&self, mut client: S, mut upstream: TcpStream)
-    where
-        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
-        let kept = (self.state.heart.connection_guard(), self.state.lifecycle.upgraded_token());
-        tokio::spawn(self.state.lifecycle.connection(async move {
-            let _kept = kept;
-            if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-                tracing::debug!("proxied WebSocket ended: {e}");
-            }
-        }));
     }
 
     /// Reads and serves one request.
@@ -166,15 +146,6 @@ impl Lane {
         let kind = path::kind(path)?;
         // hyper refuses targets `http` does not accept as a URI; let it.
         PathAndQuery::try_from(target).ok()?;
-        if req.websocket.is_some() {
-            // The same check as hyper's path; a refusal is its to answer.
-            let mut headers = axum::http::HeaderMap::new();
-            for h in req.headers.iter().filter(|h| h.hop == Hop::OriginCheck) {
-                let name = axum::http::HeaderName::from_bytes(&buf[h.name.clone()]).ok()?;
-                headers.append(name, axum::http::HeaderValue::from_bytes(h.value(buf)).ok()?);
-            }
-            crate::origin::check_origin(&headers, &state.config.trusted_origins).ok()?;
-        }
         let preflight = req.method(buf) == "OPTIONS" && state.config.skip_auth_preflight;
         if !preflight {
             let cookies = req.headers.iter().filter(|h| h.hop == Hop::Cookie).filter_map(|h| h.value_str(buf));
@@ -243,7 +214,12 @@ impl Lane {
         ubuf.reserve(8192);
         let head = loop {
             match read_response_head(&mut upstream, &mut ubuf, deadline).await {
+                // Interim answers are the upstream's business; a 101 nobody asked for (the lane
+                // takes no upgrades) is not an answer.
                 Ok(head) if (100..200).contains(&head.status) && head.status != 101 => consume(&mut ubuf, head.len),
+                Ok(head) if head.status == 101 => {
+                    return self.fail(client, conn, req, bad_gateway(plan.port)).await;
+                }
                 Ok(head) => break head,
                 // The upstream may have acted on it before closing: only an idempotent request
                 // is sent again (as browsers and nginx do).
@@ -264,13 +240,6 @@ impl Lane {
                 }
             }
         };
-        if head.status == 101 {
-            if req.websocket.is_none() {
-                // Switching to something nobody asked for.
-                return self.fail(client, conn, req, bad_gateway(plan.port)).await;
-            }
-            return self.switch(client, conn, req, upstream, &ubuf, &head).await;
-        }
         let Some(framing) = head.framing(req.method(&conn.buf) == "HEAD") else {
             return self.fail(client, conn, req, bad_gateway(plan.port)).await;
         };
@@ -290,42 +259,6 @@ impl Lane {
             }
             Relayed::Broken => Next::Close,
         }
-    }
-
-    /// The upstream switched protocols: the 101 goes to the client with the upstream's handshake
-    /// headers, bytes either side sent early go across, and the connections are spliced.
-    async fn switch<S>(
-        &self,
-        client: &mut S,
-        conn: &mut Conn,
-        req: &Request,
-        mut upstream: TcpStream,
-        ubuf: &[u8],
-        head: &Response,
-    ) -> Next
-    where
-        S: AsyncRead + AsyncWrite + Unpin,
-    {
-        let out = &mut conn.out;
-        out.clear();
-        out.extend_from_slice(b"HTTP/1.1 101 ");
-        out.extend_from_slice(&ubuf[head.reason.clone()]);
-        out.extend_from_slice(b"\r\nconnection: upgrade\r\n");
-        for h in &head.headers {
-            if matches!(h.hop, Hop::Keep | Hop::Upgrade | Hop::Cookie | Hop::OriginCheck) {
-                put_header(out, ubuf, h);
-            }
-        }
-        out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(&ubuf[head.len..]);
-        if client.write_all(out).await.is_err() || client.flush().await.is_err() {
-            return Next::Close;
-        }
-        consume(&mut conn.buf, req.head_len);
-        if !conn.buf.is_empty() && upstream.write_all(&conn.buf).await.is_err() {
-            return Next::Close;
-        }
-        Next::Splice(upstream)
     }
 
     /// Answers with `e` (as JSON, or our HTML error page for browsers, as on hyper's path) and
@@ -384,8 +317,6 @@ enum Next {
     Continue,
     Close,
     Handover,
-    /// The upstream accepted a WebSocket: splice the two connections.
-    Splice(TcpStream),
     /// The pooled connection was stale: try a fresh one.
     Retry,
 }
@@ -411,10 +342,7 @@ enum Hop {
     ContentLength,
     TransferEncoding,
     Location,
-    Upgrade,
-    /// Headers the lane reads to check a WebSocket's `Origin`.
-    OriginCheck,
-    /// `Expect`: the request goes to hyper.
+    /// `Upgrade`, `Expect`: the request goes to hyper.
     Special,
 }
 
@@ -425,11 +353,7 @@ fn classify(name: &[u8]) -> Hop {
         6 if is("cookie") => Hop::Cookie,
         6 if is("accept") => Hop::Accept,
         6 if is("expect") => Hop::Special,
-        7 if is("upgrade") => Hop::Upgrade,
-        4 if is("host") => Hop::OriginCheck,
-        6 if is("origin") => Hop::OriginCheck,
-        9 if is("forwarded") => Hop::OriginCheck,
-        16 if is("x-forwarded-host") => Hop::OriginCheck,
+        7 if is("upgrade") => Hop::Special,
         8 if is("location") => Hop::Location,
         10 if is("connection") => Hop::Connection,
         10 if is("keep-alive") => Hop::Drop,
@@ -470,8 +394,6 @@ struct Request {
     close: bool,
     /// `TE: trailers`: passed on, as hyper's path does.
     trailers: bool,
-    /// A WebSocket opening handshake: the `Upgrade` header.
-    websocket: Option<Range<usize>>,
     /// Nothing about the request needs hyper (see the module docs).
     plain: bool,
 }
@@ -558,19 +480,13 @@ fn parse_request(buf: &[u8]) -> Parsed {
         content_length: 0,
         close: false,
         trailers: false,
-        websocket: None,
         plain: method != "CONNECT" && target.starts_with('/'),
     };
     let mut length: Option<u64> = None;
-    let mut connection_upgrade = false;
     for h in parsed.headers.iter() {
         let hop = classify(h.name.as_bytes());
         match hop {
             Hop::Special | Hop::TransferEncoding => req.plain = false,
-            Hop::Upgrade if has_token(h.value, b"websocket") && req.websocket.is_none() => {
-                req.websocket = Some(at(h.value));
-            }
-            Hop::Upgrade => req.plain = false,
             Hop::ContentLength => {
                 let value =
                     std::str::from_utf8(h.value).ok().map(str::trim).filter(|v| v.bytes().all(|b| b.is_ascii_digit()));
@@ -583,8 +499,6 @@ fn parse_request(buf: &[u8]) -> Parsed {
                 for token in h.value.split(|&b| b == b',').map(|t| t.trim_ascii()) {
                     if token.eq_ignore_ascii_case(b"close") {
                         req.close = true;
-                    } else if token.eq_ignore_ascii_case(b"upgrade") {
-                        connection_upgrade = true;
                     } else if !token.eq_ignore_ascii_case(b"keep-alive") && !token.is_empty() {
                         // Names another header hop-by-hop; hyper's path handles that.
                         req.plain = false;
@@ -599,18 +513,7 @@ fn parse_request(buf: &[u8]) -> Parsed {
         req.headers.push(Header { name: at(h.name.as_bytes()), value: at(h.value), hop });
     }
     req.content_length = length.unwrap_or(0);
-    // A WebSocket handshake is a bodiless GET that asks for the upgrade in both headers; any
-    // other upgrade (h2c, a half-made handshake) is hyper's to answer.
-    if req.websocket.is_some() != connection_upgrade
-        || (req.websocket.is_some() && (method != "GET" || req.content_length != 0))
-    {
-        req.plain = false;
-    }
     Parsed::Complete(req)
-}
-
-fn has_token(value: &[u8], token: &[u8]) -> bool {
-    value.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 /// The request as the upstream gets it (see the module docs).
@@ -622,7 +525,7 @@ fn write_request_head(out: &mut Vec<u8>, buf: &[u8], req: &Request, plan: &Plan,
     let mut cookies_done = false;
     for h in &req.headers {
         match h.hop {
-            Hop::Keep | Hop::Accept | Hop::ContentLength | Hop::Location | Hop::OriginCheck => put_header(out, buf, h),
+            Hop::Keep | Hop::Accept | Hop::ContentLength | Hop::Location => put_header(out, buf, h),
             Hop::Cookie if !cookies_done => {
                 cookies_done = true;
                 let values = || req.headers.iter().filter(|h| h.hop == Hop::Cookie).map(|h| h.value(buf));
@@ -642,11 +545,6 @@ fn write_request_head(out: &mut Vec<u8>, buf: &[u8], req: &Request, plan: &Plan,
     }
     if req.trailers {
         out.extend_from_slice(b"te: trailers\r\n");
-    }
-    if let Some(upgrade) = &req.websocket {
-        out.extend_from_slice(b"connection: upgrade\r\nupgrade: ");
-        out.extend_from_slice(&buf[upgrade.clone()]);
-        out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -813,9 +711,7 @@ fn write_response_head(out: &mut Vec<u8>, ubuf: &[u8], head: &Response, plan: &P
                 out.extend_from_slice(b"\r\n");
             }
             Hop::ContentLength if framing == Framing::Chunked || framing == Framing::UntilClose => {}
-            Hop::Keep | Hop::Accept | Hop::Cookie | Hop::ContentLength | Hop::Location | Hop::OriginCheck => {
-                put_header(out, ubuf, h)
-            }
+            Hop::Keep | Hop::Accept | Hop::Cookie | Hop::ContentLength | Hop::Location => put_header(out, ubuf, h),
             _ => {}
         }
     }
@@ -1012,13 +908,8 @@ mod tests {
     fn only_plain_requests_qualify() {
         assert!(parsed("GET /proxy/1/ HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n").plain);
         assert!(parsed("POST /proxy/1/ HTTP/1.1\r\nContent-Length: 3\r\ncontent-length: 3\r\n\r\nabc").plain);
-        let ws = parsed("GET /proxy/1/ HTTP/1.1\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n\r\n");
-        assert!(ws.plain && ws.websocket.is_some());
         for other in [
-            "GET /proxy/1/ HTTP/1.1\r\nUpgrade: websocket\r\n\r\n",
-            "GET /proxy/1/ HTTP/1.1\r\nConnection: upgrade\r\n\r\n",
-            "GET /proxy/1/ HTTP/1.1\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n",
-            "POST /proxy/1/ HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+            "GET /proxy/1/ HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
             "POST /proxy/1/ HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
             "POST /proxy/1/ HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
             "POST /proxy/1/ HTTP/1.1\r\nContent-Length: +3\r\n\r\n",
