@@ -185,7 +185,7 @@ pub async fn run(
         lifecycle.begin_shutdown();
         stopped = Some(why);
     };
-    let lane = crate::proxy::lane::Lane::new(state.clone());
+    let lane = Some(crate::proxy::lane::Lane::new(state.clone()));
     server::serve(listener, router(state.clone()), lane, tls, stop).await;
     lifecycle.finish().await;
 

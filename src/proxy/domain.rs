@@ -12,7 +12,7 @@
 
 use axum::Router;
 use axum::extract::Request;
-use axum::http::Method;
+use axum::http::{HeaderMap, Method};
 use axum::response::Response;
 use tower::ServiceExt;
 
@@ -104,9 +104,15 @@ pub fn port(state: &AppState, req: &Request) -> Option<Result<u16, AppError>> {
     if state.proxy.domains.is_empty() {
         return None;
     }
-    let host = request_host(req.headers())?;
-    let port = parse_port(port_for(&state.proxy.domains, &host)?);
     let local = req.extensions().get::<ConnInfo>().and_then(|c| c.local).map(|a| a.port());
+    port_of(state, req.headers(), local)
+}
+
+/// [`port`] for a request with these headers (only the host headers are read) that came in on
+/// our port `local`.
+pub fn port_of(state: &AppState, headers: &HeaderMap, local: Option<u16>) -> Option<Result<u16, AppError>> {
+    let host = request_host(headers)?;
+    let port = parse_port(port_for(&state.proxy.domains, &host)?);
     match port {
         Ok(p) if Some(p) == local => None,
         port => Some(port),

@@ -11,13 +11,13 @@
 //! [`super::chunked`]).
 //!
 //! Only requests whose handling is plain take this lane: HTTP/1.1, a proxy path with a valid
-//! port, a live session (or `--auth none`, or a waived preflight), a body framed by at most one
-//! `Content-Length`, and no `Transfer-Encoding`, `Expect`, `Upgrade` or `Connection` option
-//! beyond `keep-alive` and `close`. At the first request that is anything else (a WebSocket, a
-//! page of ours, an unauthenticated request, a chunked upload, a closed port) the connection is
-//! handed to hyper with the bytes read so far, and the application serves it from that request
-//! on, exactly as if the lane did not exist. With `--proxy-domain` set the lane stands aside,
-//! since any host may then name a port.
+//! port or a proxy-domain host naming one (read from `Forwarded`, `X-Forwarded-Host` or `Host`
+//! as on hyper's path), a live session (or `--auth none`, or a waived preflight), a body framed
+//! by at most one `Content-Length`, and no `Transfer-Encoding`, `Expect`, `Upgrade` or
+//! `Connection` option beyond `keep-alive` and `close`. At the first request that is anything
+//! else (a WebSocket, a page of ours, an unauthenticated request, a chunked upload, a closed
+//! port) the connection is handed to hyper with the bytes read so far, and the application
+//! serves it from that request on, exactly as if the lane did not exist.
 //!
 //! What the upstream sees is what the hyper path sends: the same method, target, headers (in
 //! the order and case the client wrote them) and body, less the hop-by-hop headers and our
@@ -71,20 +71,20 @@ pub struct Lane {
 pub type Handover<S> = (S, Vec<u8>);
 
 impl Lane {
-    /// The lane for this application, unless proxy domains make every host a possible route.
-    pub fn new(state: AppState) -> Option<Lane> {
-        state.proxy.domains.is_empty().then_some(Lane { state })
+    pub fn new(state: AppState) -> Lane {
+        Lane { state }
     }
 
     /// Serves requests on `client` until one does not qualify (handed back, with what was read)
     /// or the connection ends (`None`). Between requests, `draining` ends the connection.
-    pub async fn serve<S>(&self, mut client: S, draining: &CancellationToken) -> Option<Handover<S>>
+    /// `local`: our port the connection came in on (a proxy-domain host naming it is ours).
+    pub async fn serve<S>(&self, mut client: S, local: Option<u16>, draining: &CancellationToken) -> Option<Handover<S>>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let mut conn = Conn { buf: Vec::with_capacity(4096), out: Vec::with_capacity(4096) };
         loop {
-            match self.next(&mut client, &mut conn, draining).await {
+            match self.next(&mut client, &mut conn, local, draining).await {
                 // (`next` retries itself.)
                 Next::Continue | Next::Retry => {}
                 Next::Close => {
@@ -97,7 +97,7 @@ impl Lane {
     }
 
     /// Reads and serves one request.
-    async fn next<S>(&self, client: &mut S, conn: &mut Conn, draining: &CancellationToken) -> Next
+    async fn next<S>(&self, client: &mut S, conn: &mut Conn, local: Option<u16>, draining: &CancellationToken) -> Next
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
@@ -106,7 +106,7 @@ impl Lane {
             Read::Handover => return Next::Handover,
             Read::Closed => return Next::Close,
         };
-        let Some(plan) = self.admit(&conn.buf, &req).await else {
+        let Some(plan) = self.admit(&conn.buf, &req, local).await else {
             return Next::Handover;
         };
         self.state.heart.record_activity();
@@ -133,7 +133,7 @@ impl Lane {
     }
 
     /// Whether `req` takes the lane, and where it goes.
-    async fn admit(&self, buf: &[u8], req: &Request) -> Option<Plan> {
+    async fn admit(&self, buf: &[u8], req: &Request, local: Option<u16>) -> Option<Plan> {
         let state = &self.state;
         if state.config.disable_proxy || !req.plain {
             return None;
@@ -143,7 +143,22 @@ impl Lane {
             Some((p, q)) => (p, Some(q)),
             None => (target, None),
         };
-        let kind = path::kind(path)?;
+        // A proxy-domain host names the port whatever the path, as on hyper's path.
+        let domain_port = if state.proxy.domains.is_empty() {
+            None
+        } else {
+            let mut headers = axum::http::HeaderMap::new();
+            for h in req.headers.iter().filter(|h| h.hop == Hop::Host) {
+                let name = axum::http::HeaderName::from_bytes(&buf[h.name.clone()]).ok()?;
+                headers.append(name, axum::http::HeaderValue::from_bytes(h.value(buf)).ok()?);
+            }
+            // A bad port is hyper's to answer.
+            Some(super::domain::port_of(state, &headers, local).map(|p| p.ok()))
+        };
+        let kind = match domain_port {
+            Some(Some(_)) => None,
+            _ => Some(path::kind(path)?),
+        };
         // hyper refuses targets `http` does not accept as a URI; let it.
         PathAndQuery::try_from(target).ok()?;
         let preflight = req.method(buf) == "OPTIONS" && state.config.skip_auth_preflight;
@@ -153,6 +168,10 @@ impl Lane {
                 return None;
             }
         }
+        let Some(kind) = kind else {
+            let port = domain_port.flatten().flatten()?;
+            return Some(Plan { port, upstream_target: target.to_string(), rewrite_location: false });
+        };
         let (port, rest) = path::split(kind, path);
         let port = parse_port(port).ok()?;
         let upstream_target = path::upstream_target(kind, path, rest, query, &state.proxy.abs_base);
@@ -342,6 +361,8 @@ enum Hop {
     ContentLength,
     TransferEncoding,
     Location,
+    /// `Host`, `Forwarded`, `X-Forwarded-Host`: read for proxy domains, forwarded as they are.
+    Host,
     /// `Upgrade`, `Expect`: the request goes to hyper.
     Special,
 }
@@ -354,6 +375,9 @@ fn classify(name: &[u8]) -> Hop {
         6 if is("accept") => Hop::Accept,
         6 if is("expect") => Hop::Special,
         7 if is("upgrade") => Hop::Special,
+        4 if is("host") => Hop::Host,
+        9 if is("forwarded") => Hop::Host,
+        16 if is("x-forwarded-host") => Hop::Host,
         8 if is("location") => Hop::Location,
         10 if is("connection") => Hop::Connection,
         10 if is("keep-alive") => Hop::Drop,
@@ -525,7 +549,7 @@ fn write_request_head(out: &mut Vec<u8>, buf: &[u8], req: &Request, plan: &Plan,
     let mut cookies_done = false;
     for h in &req.headers {
         match h.hop {
-            Hop::Keep | Hop::Accept | Hop::ContentLength | Hop::Location => put_header(out, buf, h),
+            Hop::Keep | Hop::Accept | Hop::ContentLength | Hop::Location | Hop::Host => put_header(out, buf, h),
             Hop::Cookie if !cookies_done => {
                 cookies_done = true;
                 let values = || req.headers.iter().filter(|h| h.hop == Hop::Cookie).map(|h| h.value(buf));
@@ -711,7 +735,9 @@ fn write_response_head(out: &mut Vec<u8>, ubuf: &[u8], head: &Response, plan: &P
                 out.extend_from_slice(b"\r\n");
             }
             Hop::ContentLength if framing == Framing::Chunked || framing == Framing::UntilClose => {}
-            Hop::Keep | Hop::Accept | Hop::Cookie | Hop::ContentLength | Hop::Location => put_header(out, ubuf, h),
+            Hop::Keep | Hop::Accept | Hop::Cookie | Hop::ContentLength | Hop::Location | Hop::Host => {
+                put_header(out, ubuf, h)
+            }
             _ => {}
         }
     }

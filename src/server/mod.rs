@@ -195,7 +195,7 @@ async fn lane_then_app<S, A: App>(
         serve_app(stream, peer, local, tls, shared.app.clone(), watcher).await;
         return;
     };
-    if let Some((stream, read)) = lane.serve(stream, &shared.draining).await {
+    if let Some((stream, read)) = lane.serve(stream, local.map(|a| a.port()), &shared.draining).await {
         serve_app(Rewind::new(read, stream), peer, local, tls, shared.app.clone(), watcher).await;
     }
 }
