@@ -4,15 +4,17 @@
 //! cargo bench --bench proxy                  # 5 s per side and scenario
 //! cargo bench --bench proxy -- --secs 10     # longer, steadier
 //! cargo bench --bench proxy -- --only small  # one of small, 1m, ws, memory
+//! cargo bench --bench proxy -- --no-nginx    # without the reference proxy
 //! ```
 //!
 //! Starts an upstream in this process (hyper: a small response, a 1 MiB response, a WebSocket
-//! echo) and our release binary, logs in once, then drives both with its own keep-alive load
+//! echo), our release binary, and, when it is installed, nginx as a reference reverse proxy to
+//! the same upstream; logs in once, then drives each side with its own keep-alive load
 //! generator: small responses (32 connections), 1 MiB responses (8), WebSocket echo round
-//! trips (32), direct and through `/proxy/<port>/` (authenticated) in alternating half-second
-//! slices. Prints requests per second each way, their ratio, and CPU time per request (the
-//! front's through the proxy; the load generator and upstream's direct); then the front's
-//! resident memory with 1,000 idle proxied WebSockets open.
+//! trips (32), direct, through our `/proxy/<port>/` (authenticated) and through nginx, in
+//! rotating half-second slices. Prints requests per second, the ratios to direct, and CPU time
+//! per request (each proxy's; the load generator and upstream's for direct); then our resident
+//! memory with 1,000 idle proxied WebSockets open.
 //!
 //! Everything shares the machine's cores, so only the ratios are comparable across machines.
 
