@@ -1,5 +1,5 @@
-//! The express lane: plain HTTP/1.1 requests under `/proxy/<port>/` and `/absproxy/<port>/`,
-//! relayed without hyper.
+//! The express lane: plain HTTP/1.1 proxied requests (`/proxy/<port>/`, `/absproxy/<port>/`,
+//! proxy-domain hosts), relayed without hyper.
 //!
 //! Measured with the proxy benchmark, hyper's server and pooled client together cost about
 //! 39,000 instructions for a small proxied request (a relay that only copies bytes costs a
