@@ -124,7 +124,7 @@ fn load_ours(build: &Path, playwright: &Path) -> Load {
     std::fs::create_dir_all(home.path().join("config/code-server")).unwrap();
     std::fs::write(home.path().join("config/code-server/config.yaml"), "auth: password\npassword: bench\n").unwrap();
     let t0 = epoch_ms();
-    let (mut child, line) = start(
+    let (child, line) = start(
         Command::new(BIN)
             .args(["--bind-addr", "127.0.0.1:0", "--vscode-dir"])
             .arg(build)
@@ -136,14 +136,7 @@ fn load_ours(build: &Path, playwright: &Path) -> Load {
         "server listening on",
     );
     let url = line.rsplit_once("listening on ").unwrap().1.trim().to_string();
-    let r = browse(playwright, &url, Some("bench"));
-    child.kill().unwrap();
-    child.wait().unwrap();
-    Load {
-        ms: r["visibleAt"].as_f64().unwrap() - t0,
-        bytes: r["bytes"].as_u64().unwrap(),
-        requests: r["requests"].as_u64().unwrap(),
-    }
+    load_and_stop(playwright, &url, Some("bench"), child, t0)
 }
 
 fn load_direct(build: &Path, playwright: &Path) -> Load {
@@ -152,7 +145,7 @@ fn load_direct(build: &Path, playwright: &Path) -> Load {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let root = build.join("code-server/lib/vscode");
     let t0 = epoch_ms();
-    let (mut child, _) = start(
+    let (child, _) = start(
         Command::new(build.join("node/bin/node"))
             .arg(root.join("out/server-main.js"))
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
@@ -165,7 +158,13 @@ fn load_direct(build: &Path, playwright: &Path) -> Load {
         "Extension host agent listening on",
     );
     let url = format!("http://127.0.0.1:{port}/?folder={}", project.display());
-    let r = browse(playwright, &url, None);
+    load_and_stop(playwright, &url, None, child, t0)
+}
+
+/// Loads `url` in the browser, stops the server `child` started at `t0` (ms since the epoch),
+/// and says how long the workbench took to appear from that start.
+fn load_and_stop(playwright: &Path, url: &str, password: Option<&str>, mut child: Child, t0: f64) -> Load {
+    let r = browse(playwright, url, password);
     child.kill().unwrap();
     child.wait().unwrap();
     Load {

@@ -25,6 +25,7 @@
 //! headers, with `Location` rewritten under `/proxy`.
 
 use std::collections::HashMap;
+use std::io::Write as _;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -708,7 +709,8 @@ fn parse_response(ubuf: &[u8]) -> Result<Option<Response>, HeadError> {
 /// The response as the client gets it (see the module docs).
 fn write_response_head(out: &mut Vec<u8>, ubuf: &[u8], head: &Response, plan: &Plan, framing: Framing, close: bool) {
     out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(head.status.to_string().as_bytes());
+    // Into the buffer, not through a String: this runs for every response.
+    let _ = write!(out, "{}", head.status);
     out.push(b' ');
     out.extend_from_slice(&ubuf[head.reason.clone()]);
     out.extend_from_slice(b"\r\n");
@@ -730,7 +732,7 @@ fn write_response_head(out: &mut Vec<u8>, ubuf: &[u8], head: &Response, plan: &P
             Hop::Location if plan.rewrite_location && h.value(ubuf).starts_with(b"/") => {
                 out.extend_from_slice(name);
                 out.extend_from_slice(b": /proxy/");
-                out.extend_from_slice(plan.port.to_string().as_bytes());
+                let _ = write!(out, "{}", plan.port);
                 out.extend_from_slice(h.value(ubuf));
                 out.extend_from_slice(b"\r\n");
             }
