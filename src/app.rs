@@ -41,7 +41,7 @@ pub struct AppState {
     /// Shutdown token and trackers: background tasks and upgraded connections go through it.
     pub lifecycle: Lifecycle,
     pub vscode: Arc<VsCode>,
-    /// The port proxy's pooled client and compiled proxy domains.
+    /// The port proxy: its pool of upstream connections and compiled proxy domains.
     pub proxy: Arc<Proxy>,
 }
 

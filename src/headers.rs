@@ -47,6 +47,16 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Whether a message's `Connection` header asks to close the connection after it.
+pub fn says_close(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("close"))
+}
+
 /// Removes every cookie named `name` from the `Cookie` header(s); the rest are forwarded as they
 /// came, in one header (HTTP/1.1 allows only one). No cookie left → no header.
 pub fn remove_cookie(headers: &mut HeaderMap, name: &str) {
@@ -137,6 +147,16 @@ mod tests {
         let mut names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         names.sort();
         assert_eq!(names, ["host", "trailer", "x-kept"]);
+    }
+
+    #[test]
+    fn close_is_found_among_the_options() {
+        let mut h = HeaderMap::new();
+        assert!(!says_close(&h));
+        h.append(header::CONNECTION, "keep-alive, x-private".parse().unwrap());
+        assert!(!says_close(&h));
+        h.append(header::CONNECTION, "Upgrade , CLOSE".parse().unwrap());
+        assert!(says_close(&h));
     }
 
     #[test]

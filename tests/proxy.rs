@@ -686,7 +686,22 @@ async fn keep_alive_reuses_upstream_connections_and_hands_over_mid_connection() 
     let health = get("/healthz").await;
     assert_eq!(health.status, StatusCode::OK);
     assert!(health.json()["status"].is_string(), "{}", health.text());
+    // Served by hyper from here on, over the same pool: still the one upstream connection,
+    // whatever the framing, a chunked upload included.
     assert_eq!(Echo::of(&get(&format!("/proxy/{p}/echo?after")).await).uri(), "/echo?after");
+    for path in [format!("/proxy/{p}/download?size=70000&chunked"), format!("/proxy/{p}/status/204")] {
+        assert!(get(&path).await.status.is_success(), "{path}");
+    }
+    let chunks = futures_util::stream::iter(["a", "bc"].map(|c| Ok::<_, std::io::Error>(axum::body::Bytes::from(c))));
+    let upload = hyper::Request::post(format!("/proxy/{p}/echo"))
+        .header("host", "h")
+        .header("cookie", &cookie)
+        .body(Body::from_stream(chunks))
+        .unwrap();
+    sender.ready().await.unwrap();
+    let echoed = collect(sender.send_request(upload).await.unwrap()).await;
+    assert_eq!(Echo::of(&echoed).0["body_len"], 3);
+    assert_eq!(up.connections(), 1, "hyper's path takes its connection from the same pool");
     let unauthenticated = hyper::Request::get(format!("/proxy/{p}/x")).header("host", "h").body(Body::empty()).unwrap();
     sender.ready().await.unwrap();
     assert_eq!(sender.send_request(unauthenticated).await.unwrap().status(), StatusCode::UNAUTHORIZED);
@@ -720,7 +735,13 @@ async fn a_stale_upstream_connection_is_replaced_not_reported() {
     let tcp = tokio::net::TcpStream::connect(s.authority()).await.unwrap();
     let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.unwrap();
     tokio::spawn(conn);
-    for i in 0..10 {
+    for i in 0..20 {
+        // Half-way, a request of ours hands the connection to hyper, whose path retries too.
+        if i == 10 {
+            let health = hyper::Request::get("/healthz").header("host", "h").body(Body::empty()).unwrap();
+            sender.ready().await.unwrap();
+            assert_eq!(sender.send_request(health).await.unwrap().status(), StatusCode::OK);
+        }
         let req = hyper::Request::get(format!("/proxy/{port}/{i}"))
             .header("host", "h")
             .header("cookie", &cookie)

@@ -24,12 +24,8 @@
 //! session cookie. The client gets the upstream's status, headers and body, less hop-by-hop
 //! headers, with `Location` rewritten under `/proxy`.
 
-use std::collections::HashMap;
 use std::io::Write as _;
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use axum::http::StatusCode;
@@ -42,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::chunked;
 use super::path::{self, Kind};
-use super::{POOL_IDLE_TIMEOUT, POOL_MAX_IDLE_PER_PORT, parse_port};
+use super::{parse_port, pool};
 use crate::app::AppState;
 use crate::error::AppError;
 use crate::headers::{Cookies, cookies_without};
@@ -112,7 +108,7 @@ impl Lane {
         };
         self.state.heart.record_activity();
         let proxy = &self.state.proxy;
-        let Some(mut upstream) = proxy.idle.take(plan.port) else {
+        let Some(mut upstream) = proxy.pool.take(plan.port) else {
             return match connect(plan.port, proxy.timeout).await {
                 Some(s) => self.exchange(client, conn, &req, &plan, s, false).await,
                 // Nothing sent, nothing consumed: hyper tries again and says what went wrong.
@@ -273,7 +269,7 @@ impl Lane {
         match reusable {
             Relayed::Done { upstream_clean } => {
                 if upstream_clean && !head.close {
-                    self.state.proxy.idle.put(plan.port, upstream);
+                    self.state.proxy.pool.put(plan.port, upstream);
                 }
                 if close_client { Next::Close } else { Next::Continue }
             }
@@ -837,88 +833,7 @@ fn consume(buf: &mut Vec<u8>, n: usize) {
 }
 
 async fn connect(port: u16, timeout: Duration) -> Option<TcpStream> {
-    // Only ever loopback, as on hyper's path.
-    let stream = tokio::time::timeout(timeout, TcpStream::connect(("127.0.0.1", port))).await.ok()?.ok()?;
-    let _ = stream.set_nodelay(true);
-    Some(stream)
-}
-
-/// The lane's idle upstream connections, per port: reused newest first, at most
-/// [`POOL_MAX_IDLE_PER_PORT`] each, closed after [`POOL_IDLE_TIMEOUT`] unused (a background task
-/// reaps them, so an idle dev server is not held open).
-#[derive(Default)]
-pub struct IdlePool {
-    ports: Mutex<HashMap<u16, Vec<Idle>>>,
-    reaping: AtomicBool,
-}
-
-struct Idle {
-    stream: TcpStream,
-    since: Instant,
-}
-
-impl IdlePool {
-    fn take(&self, port: u16) -> Option<TcpStream> {
-        let mut ports = self.ports.lock().unwrap();
-        let idle = ports.get_mut(&port)?;
-        while let Some(c) = idle.pop() {
-            if c.since.elapsed() < POOL_IDLE_TIMEOUT && quiet(&c.stream) {
-                return Some(c.stream);
-            }
-        }
-        None
-    }
-
-    fn put(self: &Arc<Self>, port: u16, stream: TcpStream) {
-        {
-            let mut ports = self.ports.lock().unwrap();
-            let idle = ports.entry(port).or_default();
-            if idle.len() >= POOL_MAX_IDLE_PER_PORT {
-                return;
-            }
-            idle.push(Idle { stream, since: Instant::now() });
-        }
-        if !self.reaping.swap(true, Ordering::Relaxed) {
-            tokio::spawn(reap(Arc::downgrade(self)));
-        }
-    }
-
-    /// Idle connections held (tests).
-    pub fn len(&self) -> usize {
-        self.ports.lock().unwrap().values().map(Vec::len).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-/// Closes connections idle for longer than the timeout, until the pool is gone.
-async fn reap(pool: Weak<IdlePool>) {
-    loop {
-        tokio::time::sleep(POOL_IDLE_TIMEOUT / 4).await;
-        let Some(pool) = pool.upgrade() else { return };
-        let mut ports = pool.ports.lock().unwrap();
-        for idle in ports.values_mut() {
-            idle.retain(|c| c.since.elapsed() < POOL_IDLE_TIMEOUT);
-        }
-        ports.retain(|_, idle| !idle.is_empty());
-    }
-}
-
-/// An idle connection has nothing to read; if it has (the upstream closed it, or sent
-/// something unasked), it is not reused. The runtime's readiness answers without a system call
-/// when it knows the socket is drained; after a read that ended exactly at a body's end it
-/// cannot know, and one non-blocking read tells.
-fn quiet(stream: &TcpStream) -> bool {
-    let mut cx = Context::from_waker(Waker::noop());
-    match stream.poll_read_ready(&mut cx) {
-        Poll::Pending => true,
-        Poll::Ready(Err(_)) => false,
-        Poll::Ready(Ok(())) => {
-            matches!(stream.try_read(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
-        }
-    }
+    tokio::time::timeout(timeout, pool::connect(port)).await.ok()?.ok()
 }
 
 #[cfg(test)]

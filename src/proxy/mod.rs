@@ -1,6 +1,6 @@
 //! The port proxy (spec §3.7, §3.8): `/proxy/<port>/…`, `/absproxy/<port>/…` and
 //! `{{port}}.<proxy-domain>` hosts, forwarded to `127.0.0.1:<port>` (never anywhere else) over one
-//! pooled HTTP/1.1 client.
+//! pool of HTTP/1.1 connections ([`pool`]).
 //!
 //! [`Front`] recognises proxied requests ahead of the router. Every route then takes the same two
 //! steps: [`admit`] (the proxy switch, the WebSocket Origin check, the session) and [`forward`],
@@ -14,23 +14,22 @@ mod domain;
 mod front;
 pub mod lane;
 mod path;
+mod pool;
 pub mod ws;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::Request;
 use axum::http::header::{self, HeaderMap, HeaderValue};
-use axum::http::uri::{Authority, PathAndQuery, Scheme, Uri};
+use axum::http::uri::{PathAndQuery, Uri};
 use axum::http::{Method, StatusCode, Version};
 use axum::response::Response;
 use hyper::body::{Frame, Incoming};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
 use crate::app::AppState;
@@ -39,54 +38,36 @@ use crate::error::AppError;
 
 pub use front::Front;
 
-/// Idle upstream connections are closed after this.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Idle connections kept per port: enough for a browser's parallel requests and a busy dev
-/// server, bounded so a burst does not leave hundreds of sockets open.
-const POOL_MAX_IDLE_PER_PORT: usize = 64;
-
 /// The proxy's long-lived parts, built once from the configuration.
 pub struct Proxy {
-    client: Client<HttpConnector, Body>,
     domains: Vec<domain::Pattern>,
     /// `--abs-proxy-base-path` without a trailing slash: `""` or `/user/1`.
     abs_base: String,
     /// How long an upstream may stay silent before it answers (see [`Proxy::send`]).
     timeout: Duration,
-    /// The express lane's idle upstream connections ([`lane`]).
-    idle: Arc<lane::IdlePool>,
+    /// The one pool of upstream connections, shared with the express lane ([`pool`]).
+    pool: Arc<pool::IdlePool>,
 }
 
 impl Proxy {
     pub fn new(config: &Config) -> Proxy {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        // The connect is covered by the proxy timeout, like the wait for the response.
-        connector.set_connect_timeout(None);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            // Without a timer the idle timeout above is never enforced (hyper#3640).
-            .pool_timer(TokioTimer::new())
-            .pool_max_idle_per_host(POOL_MAX_IDLE_PER_PORT)
-            .build(connector);
         let abs_base = match config.abs_proxy_base_path.as_deref().map(|p| p.trim().trim_end_matches('/')) {
             Some("") | None => String::new(),
             Some(p) if p.starts_with('/') => p.to_string(),
             Some(p) => format!("/{p}"),
         };
         Proxy {
-            client,
             domains: config.proxy_domains.iter().map(|d| domain::Pattern::parse(d)).collect(),
             abs_base,
             timeout: config.proxy_timeout,
-            idle: Arc::default(),
+            pool: Arc::default(),
         }
     }
 
     /// Sends `req` and waits for the response head. The wait ends in a 504 once the upstream has
     /// been silent for the proxy timeout: counted from the last request-body bytes it accepted,
     /// so a long upload is never cut off while it is moving.
-    async fn send(&self, req: hyper::Request<Body>, port: u16) -> Result<Response<Incoming>, AppError> {
+    async fn send(&self, req: hyper::Request<Body>, port: u16, upgrade: bool) -> Result<Response<Pooled>, AppError> {
         let (parts, body) = req.into_parts();
         let started = Instant::now();
         let progress = (!body.is_end_stream()).then(|| Arc::new(Progress::new()));
@@ -94,7 +75,7 @@ impl Proxy {
             Some(p) => Body::new(Tracked { inner: body, progress: p.clone(), started }),
             None => body,
         };
-        let response = self.client.request(hyper::Request::from_parts(parts, body));
+        let response = self.exchange(hyper::Request::from_parts(parts, body), port, upgrade);
         tokio::pin!(response);
         let mut quiet_since = started;
         let result = loop {
@@ -112,8 +93,228 @@ impl Proxy {
                 },
             }
         };
-        result.map_err(|e| upstream_error(&e, port))
+        result.map_err(|e| upstream_error(e, port))
     }
+
+    /// One exchange over HTTP/1.1 on a pooled connection, or a new one. A pooled connection the
+    /// upstream has just closed fails the request before any answer: it is sent again on a new
+    /// connection when it was not written at all, or when it has no body and an idempotent
+    /// method (as browsers and the express lane do).
+    async fn exchange(&self, req: hyper::Request<Body>, port: u16, upgrade: bool) -> Result<Response<Pooled>, Failed> {
+        let (mut stream, mut reused) = match self.pool.take(port) {
+            Some(stream) => (stream, true),
+            None => (pool::connect(port).await.map_err(Failed::Connect)?, false),
+        };
+        let mut replay = if reused { replayable(&req) } else { None };
+        let mut req = req;
+        loop {
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(Failed::Exchange)?;
+            let (sent, mut conn) = if upgrade {
+                // The connection becomes the WebSocket's: it runs on its own until the splice
+                // takes it.
+                tokio::spawn(async move {
+                    if let Err(e) = conn.with_upgrades().await {
+                        tracing::debug!("port {port}: upstream connection: {e}");
+                    }
+                });
+                (sender.try_send_request(req).await, Conn::Gone)
+            } else {
+                // Driven here until the head arrives, then by the body (see [`Pooled`]).
+                let mut conn = Conn::Running(conn);
+                let sent = sender.try_send_request(req);
+                tokio::pin!(sent);
+                let sent = std::future::poll_fn(|cx| {
+                    conn.poll(cx, port);
+                    sent.as_mut().poll(cx)
+                })
+                .await;
+                (sent, conn)
+            };
+            // No more requests on it: hyper can finish once this exchange has.
+            drop(sender);
+            match sent {
+                Ok(res) => {
+                    let framed = res.headers().contains_key(header::CONTENT_LENGTH)
+                        || res.headers().contains_key(header::TRANSFER_ENCODING)
+                        || res.body().is_end_stream();
+                    let keep = !upgrade
+                        && res.version() == Version::HTTP_11
+                        && res.status() != StatusCode::SWITCHING_PROTOCOLS
+                        && framed
+                        && !crate::headers::says_close(res.headers());
+                    if !keep {
+                        conn.forget_pool();
+                    }
+                    let back = keep.then(|| self.pool.clone());
+                    return Ok(res.map(|inner| Pooled::new(inner, conn, port, back)));
+                }
+                Err(mut e) => {
+                    let unsent = e.take_message();
+                    let e = e.into_error();
+                    let again = match unsent {
+                        Some(req) => Some(req),
+                        None if e.is_incomplete_message() => replay.take(),
+                        None => None,
+                    };
+                    match again {
+                        Some(again) if reused => {
+                            tracing::debug!("port {port}: a pooled connection had closed ({e}); trying a new one");
+                            req = again;
+                            stream = pool::connect(port).await.map_err(Failed::Connect)?;
+                            (reused, replay) = (false, None);
+                        }
+                        _ => return Err(Failed::Exchange(e)),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A copy of a request that can be sent again: no body, and a method that means the same sent
+/// twice (RFC 9110 §9.2.2).
+fn replayable(req: &hyper::Request<Body>) -> Option<hyper::Request<Body>> {
+    let idempotent = matches!(
+        *req.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    );
+    if !idempotent || !req.body().is_end_stream() {
+        return None;
+    }
+    let mut copy = hyper::Request::new(Body::empty());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    Some(copy)
+}
+
+type UpstreamConn = hyper::client::conn::http1::Connection<TokioIo<tokio::net::TcpStream>, Body>;
+
+/// hyper's side of one upstream connection, driven by whoever waits on it.
+enum Conn {
+    Running(UpstreamConn),
+    /// Done with its exchange and idle: it may go back to the pool.
+    Finished(UpstreamConn),
+    /// Failed, dropped, or not ours (an upgrade).
+    Gone,
+}
+
+impl Conn {
+    fn poll(&mut self, cx: &mut Context<'_>, port: u16) {
+        if let Conn::Running(conn) = self {
+            match conn.poll_without_shutdown(cx) {
+                Poll::Pending => {}
+                Poll::Ready(Ok(())) => {
+                    if let Conn::Running(conn) = std::mem::replace(self, Conn::Gone) {
+                        *self = Conn::Finished(conn);
+                    }
+                }
+                Poll::Ready(Err(e)) => {
+                    tracing::debug!("port {port}: upstream connection: {e}");
+                    *self = Conn::Gone;
+                }
+            }
+        }
+    }
+
+    /// Not to be reused: a finished connection is closed now. A running one keeps running, as
+    /// its body still needs it.
+    fn forget_pool(&mut self) {
+        if matches!(self, Conn::Finished(_)) {
+            *self = Conn::Gone;
+        }
+    }
+}
+
+/// An upstream response body that drives its connection as it is read, and puts the connection
+/// back in the pool when it has been read to its end, before the client can see that end (so
+/// the client's next request finds it there). `back` is only given when the response kept the
+/// connection alive with a framed body.
+pub struct Pooled {
+    inner: Incoming,
+    conn: Conn,
+    port: u16,
+    back: Option<Arc<pool::IdlePool>>,
+}
+
+impl Pooled {
+    fn new(inner: Incoming, conn: Conn, port: u16, back: Option<Arc<pool::IdlePool>>) -> Pooled {
+        let mut body = Pooled { inner, conn, port, back };
+        // HEAD, 204, 304 or an empty body: nothing will be read, and hyper has usually finished
+        // already (one more poll tells).
+        if body.inner.is_end_stream() {
+            body.release(&mut Context::from_waker(Waker::noop()));
+        }
+        body
+    }
+
+    /// The body has ended: a finished connection goes back to the pool (unless hyper read more
+    /// than the response); one still finishing (its request body still going out) does so on
+    /// its own.
+    fn release(&mut self, cx: &mut Context<'_>) {
+        let Some(pool) = self.back.take() else { return };
+        let port = self.port;
+        self.conn.poll(cx, port);
+        match std::mem::replace(&mut self.conn, Conn::Gone) {
+            Conn::Finished(conn) => put_back(conn.into_parts(), &pool, port),
+            Conn::Running(conn) => {
+                tokio::spawn(async move {
+                    if let Ok(parts) = conn.without_shutdown().await {
+                        put_back(parts, &pool, port);
+                    }
+                });
+            }
+            Conn::Gone => {}
+        }
+    }
+}
+
+fn put_back(
+    parts: hyper::client::conn::http1::Parts<TokioIo<tokio::net::TcpStream>>,
+    pool: &Arc<pool::IdlePool>,
+    port: u16,
+) {
+    if parts.read_buf.is_empty() {
+        pool.put(port, parts.io.into_inner());
+    }
+}
+
+impl HttpBody for Pooled {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let port = self.port;
+        self.conn.poll(cx, port);
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => self.release(cx),
+            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.release(cx),
+            // A broken body leaves the connection unusable.
+            Poll::Ready(Some(Err(_))) => self.back = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Why an exchange failed.
+enum Failed {
+    Connect(std::io::Error),
+    Exchange(hyper::Error),
 }
 
 /// Where a request goes once admitted.
@@ -165,7 +366,7 @@ pub fn parse_port(segment: &str) -> Result<u16, AppError> {
 pub async fn forward(state: &AppState, mut req: Request, target: Target) -> Result<Response, AppError> {
     let client_upgrade = ws::is_websocket(req.method(), req.headers()).then(|| hyper::upgrade::on(&mut req));
     let upstream_req = upstream_request(req, &target, &state.auth.cookie_name, client_upgrade.is_some());
-    let mut res = state.proxy.send(upstream_req, target.port).await?;
+    let mut res = state.proxy.send(upstream_req, target.port, client_upgrade.is_some()).await?;
     if let Some(client_upgrade) = client_upgrade
         && res.status() == StatusCode::SWITCHING_PROTOCOLS
     {
@@ -206,26 +407,16 @@ fn upstream_request(req: Request, target: &Target, cookie_name: &str, upgrade: b
     }
     crate::headers::remove_cookie(headers, cookie_name);
 
-    parts.uri = Uri::from_parts({
-        let mut p = axum::http::uri::Parts::default();
-        p.scheme = Some(Scheme::HTTP);
-        p.authority = Some(loopback(target.port));
-        p.path_and_query = Some(target.path_and_query.clone());
-        p
-    })
-    .expect("scheme, authority and path make a URI");
+    // Origin form: the request line carries the path only (the connection says where to).
+    parts.uri = Uri::from(target.path_and_query.clone());
     // The upstream connection is HTTP/1.1 whatever the client spoke.
     parts.version = Version::HTTP_11;
     hyper::Request::from_parts(parts, body)
 }
 
-fn loopback(port: u16) -> Authority {
-    Authority::try_from(format!("127.0.0.1:{port}")).expect("an IPv4 address and a port make an authority")
-}
-
 /// The upstream's answer for the client: hop-by-hop headers dropped, `Location` rewritten for
 /// `/proxy`, the body streamed as it arrives.
-fn downstream_response(res: Response<Incoming>, target: &Target) -> Response {
+fn downstream_response(res: Response<Pooled>, target: &Target) -> Response {
     let (mut parts, body) = res.into_parts();
     crate::headers::strip_hop_by_hop(&mut parts.headers);
     if target.rewrite_location
@@ -244,19 +435,20 @@ fn downstream_response(res: Response<Incoming>, target: &Target) -> Response {
 
 /// A failed exchange, in words a person running a dev server understands; the cause goes to
 /// the log only.
-fn upstream_error(e: &hyper_util::client::legacy::Error, port: u16) -> AppError {
-    let refused = std::iter::successors(Some(e as &dyn std::error::Error), |e| e.source())
-        .filter_map(|e| e.downcast_ref::<std::io::Error>())
-        .any(|io| io.kind() == std::io::ErrorKind::ConnectionRefused);
-    if refused {
-        tracing::debug!("port {port}: {e:?}");
-        AppError::new(StatusCode::BAD_GATEWAY, format!("Nothing is listening on port {port}"))
-    } else if e.is_connect() {
-        tracing::warn!("port {port}: could not connect: {e:?}");
-        AppError::new(StatusCode::BAD_GATEWAY, format!("Could not connect to port {port}"))
-    } else {
-        tracing::debug!("port {port}: {e:?}");
-        AppError::new(StatusCode::BAD_GATEWAY, format!("The server on port {port} did not send a valid response"))
+fn upstream_error(e: Failed, port: u16) -> AppError {
+    match e {
+        Failed::Connect(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            tracing::debug!("port {port}: {e}");
+            AppError::new(StatusCode::BAD_GATEWAY, format!("Nothing is listening on port {port}"))
+        }
+        Failed::Connect(e) => {
+            tracing::warn!("port {port}: could not connect: {e}");
+            AppError::new(StatusCode::BAD_GATEWAY, format!("Could not connect to port {port}"))
+        }
+        Failed::Exchange(e) => {
+            tracing::debug!("port {port}: {e:?}");
+            AppError::new(StatusCode::BAD_GATEWAY, format!("The server on port {port} did not send a valid response"))
+        }
     }
 }
 
