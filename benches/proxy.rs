@@ -8,10 +8,12 @@
 //! ```
 //!
 //! Starts an upstream in this process (hyper: a small response, a 1 MiB response, a WebSocket
-//! echo), our release binary, and, when it is installed, nginx as a reference reverse proxy to
-//! the same upstream; logs in once, then drives each side with its own keep-alive load
-//! generator: small responses (32 connections), 1 MiB responses (8), WebSocket echo round
-//! trips (32), direct, through our `/proxy/<port>/` (authenticated) and through nginx, in
+//! echo), our release binary, a bare byte relay (this program again, in its own process: each
+//! connection copied to a connection to the upstream, no HTTP at all; the floor for any proxy
+//! on this machine) and, when it is installed, nginx as a reference reverse proxy to the same
+//! upstream; logs in once, then drives each side with its own keep-alive load generator: small
+//! responses (32 connections), 1 MiB responses (8), WebSocket echo round trips (32), direct,
+//! through our `/proxy/<port>/` (authenticated), through the relay and through nginx, in
 //! rotating half-second slices. Prints requests per second, the ratios to direct, and CPU time
 //! per request (each proxy's; the load generator and upstream's for direct); then our resident
 //! memory with 1,000 idle proxied WebSockets open.
@@ -43,6 +45,10 @@ const MIB: usize = 1024 * 1024;
 const IDLE_SOCKETS: usize = 1000;
 
 fn main() {
+    if let Some(up_port) = std::env::args().skip_while(|a| a != RELAY_CHILD).nth(1) {
+        relay_child(up_port.parse().expect("the upstream's port"));
+        return;
+    }
     let secs = std::env::args()
         .skip_while(|a| a != "--secs")
         .nth(1)
@@ -72,15 +78,28 @@ fn main() {
         // nginx, when installed, as the reference reverse proxy: the same upstream, the same
         // load, in the same run.
         let nginx = if with_nginx { Nginx::start(up_port, &prefix) } else { None };
+        let relay = Relay::start(up_port);
         println!("proxy benchmark: {secs} s per measurement, upstream on port {up_port}, front {front}");
+        println!("bare relay (copies bytes, no HTTP) on port {}", relay.port);
         match &nginx {
             Some(n) => println!("nginx {} as the reference proxy on port {}", n.version, n.port),
             None if with_nginx => println!("nginx not found: no reference proxy (apt install nginx-light)"),
             None => {}
         }
         println!(
-            "{:<24} {:>10} {:>10} {:>6} {:>10} {:>6}   {:>9} {:>9} {:>9}",
-            "", "direct /s", "ours /s", "ratio", "nginx /s", "ratio", "ours µs", "nginx µs", "direct µs"
+            "{:<24} {:>9} {:>9} {:>6} {:>9} {:>6} {:>9} {:>6}   {:>7} {:>7} {:>7} {:>7}",
+            "",
+            "direct/s",
+            "ours/s",
+            "ratio",
+            "relay/s",
+            "ratio",
+            "nginx/s",
+            "ratio",
+            "ours µs",
+            "relay",
+            "nginx",
+            "direct"
         );
 
         let pid = server.child.id();
@@ -101,6 +120,13 @@ fn main() {
                     pids: vec![std::process::id()],
                 },
                 Side { addr: front.clone(), path: format!("{prefix}{path}"), cookie: Some(cookie.clone()), pids: vec![pid] },
+                // Transparent: the upstream's own paths, no session.
+                Side {
+                    addr: format!("127.0.0.1:{}", relay.port),
+                    path: path.to_string(),
+                    cookie: None,
+                    pids: vec![relay.child.id()],
+                },
             ];
             if let Some(n) = &nginx {
                 sides.push(Side {
@@ -111,16 +137,19 @@ fn main() {
                 });
             }
             let r = compare(kind, &sides, conns, measure).await;
-            let (nginx_rate, nginx_ratio, nginx_cpu) = match r.get(2) {
+            let (nginx_rate, nginx_ratio, nginx_cpu) = match r.get(3) {
                 Some(n) => (format!("{:.0}", n.rate), format!("{:.2}", n.rate / r[0].rate), format!("{:.1}", n.cpu_us)),
                 None => ("-".into(), "-".into(), "-".into()),
             };
             println!(
-                "{name:<24} {:>10.0} {:>10.0} {:>6.2} {nginx_rate:>10} {nginx_ratio:>6}   {:>9.1} {nginx_cpu:>9} {:>9.1}",
+                "{name:<24} {:>9.0} {:>9.0} {:>6.2} {:>9.0} {:>6.2} {nginx_rate:>9} {nginx_ratio:>6}   {:>7.1} {:>7.1} {nginx_cpu:>7} {:>7.1}",
                 r[0].rate,
                 r[1].rate,
                 r[1].rate / r[0].rate,
+                r[2].rate,
+                r[2].rate / r[0].rate,
                 r[1].cpu_us,
+                r[2].cpu_us,
                 r[0].cpu_us
             );
         }
@@ -220,6 +249,55 @@ async fn compare(kind: Kind, sides: &[Side], conns: usize, measure: Duration) ->
     (0..sides.len())
         .map(|i| Measured { rate: done[i] as f64 / secs[i], cpu_us: cpu[i] * 1e6 / done[i].max(1) as f64 })
         .collect()
+}
+
+/// The argument that makes this program the bare relay: `--relay-child <upstream port>`.
+const RELAY_CHILD: &str = "--relay-child";
+
+/// The bare relay, this program run again with [`RELAY_CHILD`]: it prints its port and copies
+/// bytes until it is killed.
+struct Relay {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Relay {
+    fn start(up_port: u16) -> Relay {
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([RELAY_CHILD, &up_port.to_string()])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+        Relay { child, port: line.trim().parse().expect("the relay prints its port") }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What the relay process runs: a runtime like the front's (a worker per core), and per
+/// accepted connection a connection to the upstream and `copy_bidirectional` between them.
+fn relay_child(up_port: u16) {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(async move {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        println!("{}", listener.local_addr().unwrap().port());
+        loop {
+            let Ok((mut client, _)) = listener.accept().await else { continue };
+            tokio::spawn(async move {
+                let Ok(mut upstream) = TcpStream::connect(("127.0.0.1", up_port)).await else { return };
+                let _ = client.set_nodelay(true);
+                let _ = upstream.set_nodelay(true);
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+            });
+        }
+    });
 }
 
 /// nginx as a reverse proxy in front of the benchmark's upstream, at the same path as ours,
