@@ -7,16 +7,17 @@
 //! cargo bench --bench proxy -- --no-nginx    # without the reference proxy
 //! ```
 //!
-//! Starts an upstream in this process (hyper: a small response, a 1 MiB response, a WebSocket
-//! echo), our release binary, a bare byte relay (this program again, in its own process: each
-//! connection copied to a connection to the upstream, no HTTP at all; the floor for any proxy
-//! on this machine) and, when it is installed, nginx as a reference reverse proxy to the same
-//! upstream; logs in once, then drives each side with its own keep-alive load generator: small
-//! responses (32 connections), 1 MiB responses (8), WebSocket echo round trips (32), direct,
-//! through our `/proxy/<port>/` (authenticated), through the relay and through nginx, in
-//! rotating half-second slices. Prints requests per second, the ratios to direct, and CPU time
-//! per request (each proxy's; the load generator and upstream's for direct); then our resident
-//! memory with 1,000 idle proxied WebSockets open.
+//! Starts an upstream (hyper: a small response, a 1 MiB response, a WebSocket echo), our
+//! release binary, a bare byte relay (each connection copied to a connection to the upstream,
+//! no HTTP at all: the floor for any proxy on this machine) and, when it is installed, nginx as
+//! a reference reverse proxy to the same upstream. The upstream and the relay are this program
+//! again, each in a process of its own, as a dev server is. Logs in once, then drives each side
+//! with its own keep-alive load generator: small responses (32 connections), 1 MiB responses
+//! (8), WebSocket echo round trips (32), direct, through our `/proxy/<port>/` (authenticated),
+//! through the relay and through nginx, in rotating half-second slices. Prints requests per
+//! second, the ratios to direct, and CPU time per request (each proxy's; the load generator and
+//! upstream's together for direct); then our resident memory with 1,000 idle proxied
+//! WebSockets open.
 //!
 //! Everything shares the machine's cores, so only the ratios are comparable across machines.
 
@@ -45,9 +46,11 @@ const MIB: usize = 1024 * 1024;
 const IDLE_SOCKETS: usize = 1000;
 
 fn main() {
-    if let Some(up_port) = std::env::args().skip_while(|a| a != RELAY_CHILD).nth(1) {
-        relay_child(up_port.parse().expect("the upstream's port"));
-        return;
+    let mut role = std::env::args().skip_while(|a| a != ROLE).skip(1);
+    match role.next().as_deref() {
+        Some("upstream") => return run_upstream(),
+        Some("relay") => return run_relay(role.next().and_then(|p| p.parse().ok()).expect("the upstream's port")),
+        _ => {}
     }
     let secs = std::env::args()
         .skip_while(|a| a != "--secs")
@@ -60,9 +63,9 @@ fn main() {
     let wanted = move |part: &str| only.as_deref().is_none_or(|o| o == part);
     let with_nginx = !std::env::args().any(|a| a == "--no-nginx");
 
-    // The upstream gets its own runtime, as a dev server would be its own process.
-    let upstream_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let up_port = upstream_rt.block_on(start_upstream());
+    // The upstream is a process of its own, as a dev server is.
+    let upstream = Helper::start(&["upstream"]);
+    let up_port = upstream.port;
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async move {
@@ -78,7 +81,7 @@ fn main() {
         // nginx, when installed, as the reference reverse proxy: the same upstream, the same
         // load, in the same run.
         let nginx = if with_nginx { Nginx::start(up_port, &prefix) } else { None };
-        let relay = Relay::start(up_port);
+        let relay = Helper::start(&["relay", &up_port.to_string()]);
         println!("proxy benchmark: {secs} s per measurement, upstream on port {up_port}, front {front}");
         println!("bare relay (copies bytes, no HTTP) on port {}", relay.port);
         match &nginx {
@@ -117,7 +120,7 @@ fn main() {
                     addr: format!("127.0.0.1:{up_port}"),
                     path: path.to_string(),
                     cookie: None,
-                    pids: vec![std::process::id()],
+                    pids: vec![std::process::id(), upstream.child.id()],
                 },
                 Side { addr: front.clone(), path: format!("{prefix}{path}"), cookie: Some(cookie.clone()), pids: vec![pid] },
                 // Transparent: the upstream's own paths, no session.
@@ -251,39 +254,40 @@ async fn compare(kind: Kind, sides: &[Side], conns: usize, measure: Duration) ->
         .collect()
 }
 
-/// The argument that makes this program the bare relay: `--relay-child <upstream port>`.
-const RELAY_CHILD: &str = "--relay-child";
+/// Runs this program again in another role: `--role upstream`, or `--role relay <upstream port>`.
+const ROLE: &str = "--role";
 
-/// The bare relay, this program run again with [`RELAY_CHILD`]: it prints its port and copies
-/// bytes until it is killed.
-struct Relay {
+/// This program in another role, in its own process: it prints its port and serves until it is
+/// killed.
+struct Helper {
     child: std::process::Child,
     port: u16,
 }
 
-impl Relay {
-    fn start(up_port: u16) -> Relay {
+impl Helper {
+    fn start(role: &[&str]) -> Helper {
         let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([RELAY_CHILD, &up_port.to_string()])
+            .arg(ROLE)
+            .args(role)
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
         let mut line = String::new();
         std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
-        Relay { child, port: line.trim().parse().expect("the relay prints its port") }
+        Helper { child, port: line.trim().parse().expect("a helper prints its port") }
     }
 }
 
-impl Drop for Relay {
+impl Drop for Helper {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
-/// What the relay process runs: a runtime like the front's (a worker per core), and per
-/// accepted connection a connection to the upstream and `copy_bidirectional` between them.
-fn relay_child(up_port: u16) {
+/// The bare relay: a runtime like the front's (a worker per core), and per accepted connection
+/// a connection to the upstream and `copy_bidirectional` between them.
+fn run_relay(up_port: u16) {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(async move {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -446,12 +450,14 @@ async fn ws_worker(
     let _ = ws.close(None).await;
 }
 
-/// The upstream: `…/small`, `…/1m`, and a WebSocket echo on any path.
-async fn start_upstream() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let big = Bytes::from(vec![b'x'; MIB]);
-    tokio::spawn(async move {
+/// The upstream: `…/small`, `…/1m`, and a WebSocket echo on any path; a runtime with a worker
+/// per core.
+fn run_upstream() {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(async move {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        println!("{}", listener.local_addr().unwrap().port());
+        let big = Bytes::from(vec![b'x'; MIB]);
         loop {
             let Ok((stream, _)) = listener.accept().await else { continue };
             let _ = stream.set_nodelay(true);
@@ -465,7 +471,6 @@ async fn start_upstream() -> u16 {
             });
         }
     });
-    port
 }
 
 async fn upstream(req: Request<hyper::body::Incoming>, big: Bytes) -> Result<Response<Body>, Infallible> {
