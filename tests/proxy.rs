@@ -127,6 +127,25 @@ async fn path_proxy_forwards_every_method_path_query_and_header() {
     assert_eq!(r.header("x-content-type-options"), None, "our own pages' headers are not added");
 }
 
+/// HTTP/1.0 may leave out Host; the upstream, spoken to in HTTP/1.1, still gets one: its own
+/// address.
+#[tokio::test]
+async fn a_request_without_host_names_the_upstream() {
+    let up = Upstream::start().await;
+    let (_home, s, cookie) = server(&[], &[]).await;
+    let mut sock = tokio::net::TcpStream::connect(s.authority()).await.unwrap();
+    let head = format!("GET /proxy/{}/echo?q HTTP/1.0\r\nCookie: {cookie}\r\n\r\n", up.port);
+    sock.write_all(head.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    sock.read_to_end(&mut raw).await.unwrap();
+    let raw = String::from_utf8(raw).unwrap();
+    let (status, body) = raw.split_once("\r\n\r\n").unwrap();
+    assert!(status.starts_with("HTTP/1.0 200") || status.starts_with("HTTP/1.1 200"), "{raw}");
+    let echo = Echo(serde_json::from_str(body).unwrap());
+    assert_eq!(echo.uri(), "/echo?q");
+    assert_eq!(echo.header("host"), Some(format!("127.0.0.1:{}", up.port).as_str()));
+}
+
 #[tokio::test]
 async fn absproxy_keeps_the_path_and_prepends_the_base_path() {
     let up = Upstream::start().await;

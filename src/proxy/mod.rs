@@ -381,11 +381,16 @@ pub async fn forward(state: &AppState, mut req: Request, target: Target) -> Resu
 fn upstream_request(req: Request, target: &Target, cookie_name: &str, upgrade: bool) -> hyper::Request<Body> {
     let (mut parts, body) = req.into_parts();
     let headers = &mut parts.headers;
-    // HTTP/2 carries the host in the URI; HTTP/1.1 needs it as a header.
-    if !headers.contains_key(header::HOST)
-        && let Some(host) = parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    {
-        headers.insert(header::HOST, host);
+    // HTTP/2 carries the host in the URI; HTTP/1.1 needs it as a header. A request with
+    // neither (HTTP/1.0 may omit it) names the upstream, as an HTTP client would.
+    if !headers.contains_key(header::HOST) {
+        let host = match parts.uri.authority() {
+            Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+            None => HeaderValue::from_str(&format!("127.0.0.1:{}", target.port)).ok(),
+        };
+        if let Some(host) = host {
+            headers.insert(header::HOST, host);
+        }
     }
     let wants_trailers = headers
         .get_all(header::TE)
