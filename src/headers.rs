@@ -30,12 +30,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
     // Any header may be made hop-by-hop by naming it in `Connection`; the fixed ones and
     // `close` need no name built.
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
+    let listed: Vec<HeaderName> = connection_options(headers)
         .filter(|t| !t.eq_ignore_ascii_case("close") && !HOP_BY_HOP.iter().any(|h| t.eq_ignore_ascii_case(h.as_str())))
         .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .collect();
@@ -49,12 +44,12 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Whether a message's `Connection` header asks to close the connection after it.
 pub fn says_close(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("close"))
+    connection_options(headers).any(|t| t.eq_ignore_ascii_case("close"))
+}
+
+/// The comma-separated options of every `Connection` header, trimmed.
+fn connection_options(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers.get_all(header::CONNECTION).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).map(str::trim)
 }
 
 /// Removes every cookie named `name` from the `Cookie` header(s); the rest are forwarded as they

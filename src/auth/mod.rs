@@ -46,13 +46,17 @@ impl Auth {
     /// The values of every cookie named like our session cookie (a browser may send several,
     /// set at different paths).
     pub fn session_tokens<'a>(&'a self, headers: &'a HeaderMap) -> impl Iterator<Item = &'a str> + 'a {
-        cookies(headers).filter(|(n, _)| *n == self.cookie_name).map(|(_, v)| v.trim())
+        self.tokens_in(cookie_values(headers))
+    }
+
+    /// [`Auth::session_tokens`] among `Cookie` header values.
+    fn tokens_in<'a>(&self, cookie_headers: impl Iterator<Item = &'a str>) -> impl Iterator<Item = &'a str> {
+        cookie_pairs(cookie_headers).filter(|(n, _)| *n == self.cookie_name).map(|(_, v)| v.trim())
     }
 
     /// True when auth is off or the request carries a live session.
     pub async fn is_authenticated(&self, headers: &HeaderMap) -> Result<bool, AppError> {
-        let values = headers.get_all(axum::http::header::COOKIE).iter().filter_map(|v| v.to_str().ok());
-        self.is_authenticated_by(values).await
+        self.is_authenticated_by(cookie_values(headers)).await
     }
 
     /// [`Auth::is_authenticated`] for a request whose `Cookie` header values are `cookie_headers`.
@@ -63,8 +67,7 @@ impl Auth {
         if self.mode == AuthMode::None {
             return Ok(true);
         }
-        let tokens = cookie_pairs(cookie_headers).filter(|(n, _)| *n == self.cookie_name).map(|(_, v)| v.trim());
-        for token in tokens {
+        for token in self.tokens_in(cookie_headers) {
             if self.sessions.validate(token).await? {
                 return Ok(true);
             }
@@ -93,7 +96,12 @@ impl Auth {
 
 /// `(name, value)` pairs of every `Cookie` header, in order.
 pub fn cookies(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
-    cookie_pairs(headers.get_all(axum::http::header::COOKIE).iter().filter_map(|v| v.to_str().ok()))
+    cookie_pairs(cookie_values(headers))
+}
+
+/// The `Cookie` header values that are text.
+fn cookie_values(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers.get_all(axum::http::header::COOKIE).iter().filter_map(|v| v.to_str().ok())
 }
 
 /// `(name, value)` pairs of `Cookie` header values, in order.

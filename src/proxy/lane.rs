@@ -28,7 +28,6 @@ use std::io::Write as _;
 use std::ops::Range;
 use std::time::Duration;
 
-use axum::http::StatusCode;
 use axum::http::uri::PathAndQuery;
 use axum::response::IntoResponse;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -38,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::chunked;
 use super::path::{self, Kind};
-use super::{parse_port, pool};
+use super::{idempotent, invalid_response, parse_port, pool};
 use crate::app::AppState;
 use crate::error::AppError;
 use crate::headers::{Cookies, cookies_without};
@@ -199,7 +198,7 @@ impl Lane {
         // one is safe when nothing of the body has been consumed beyond what we hold.
         let retry = reused && whole_body_buffered;
         if upstream.write_all(&conn.out).await.is_err() {
-            return if retry { Next::Retry } else { self.fail(client, conn, req, bad_gateway(plan.port)).await };
+            return if retry { Next::Retry } else { self.fail(client, conn, req, invalid_response(plan.port)).await };
         }
         // The rest of the body, as the client sends it.
         let mut remaining = req.content_length - in_buf as u64;
@@ -219,7 +218,7 @@ impl Lane {
                 }
             }
             if upstream.write_all(&relay).await.is_err() {
-                return self.fail(client, conn, req, bad_gateway(plan.port)).await;
+                return self.fail(client, conn, req, invalid_response(plan.port)).await;
             }
         }
 
@@ -234,7 +233,7 @@ impl Lane {
                 // takes no upgrades) is not an answer.
                 Ok(head) if (100..200).contains(&head.status) && head.status != 101 => consume(&mut ubuf, head.len),
                 Ok(head) if head.status == 101 => {
-                    return self.fail(client, conn, req, bad_gateway(plan.port)).await;
+                    return self.fail(client, conn, req, invalid_response(plan.port)).await;
                 }
                 Ok(head) => break head,
                 // The upstream may have acted on it before closing: only an idempotent request
@@ -243,21 +242,17 @@ impl Lane {
                     return Next::Retry;
                 }
                 Err(HeadError::TimedOut) => {
-                    tracing::debug!("port {}: no response within {:?}", plan.port, self.state.proxy.timeout);
-                    let e = AppError::new(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        format!("The server on port {} did not answer in time", plan.port),
-                    );
+                    let e = self.state.proxy.timed_out(plan.port);
                     return self.fail(client, conn, req, e).await;
                 }
                 Err(e) => {
                     tracing::debug!("port {}: {e:?}", plan.port);
-                    return self.fail(client, conn, req, bad_gateway(plan.port)).await;
+                    return self.fail(client, conn, req, invalid_response(plan.port)).await;
                 }
             }
         };
         let Some(framing) = head.framing(req.method(&conn.buf) == "HEAD") else {
-            return self.fail(client, conn, req, bad_gateway(plan.port)).await;
+            return self.fail(client, conn, req, invalid_response(plan.port)).await;
         };
         // The request is through: what follows in the buffer is the client's next one.
         consume(&mut conn.buf, req.head_len + in_buf);
@@ -310,15 +305,6 @@ impl Lane {
         let _ = client.flush().await;
         Next::Close
     }
-}
-
-/// Methods that mean the same sent twice (RFC 9110 §9.2.2).
-fn idempotent(method: &str) -> bool {
-    matches!(method, "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE")
-}
-
-fn bad_gateway(port: u16) -> AppError {
-    AppError::new(StatusCode::BAD_GATEWAY, format!("The server on port {port} did not send a valid response"))
 }
 
 /// A connection's buffers, kept across its requests.
@@ -517,7 +503,7 @@ fn parse_request(buf: &[u8]) -> Parsed {
                 }
             }
             Hop::Connection => {
-                for token in h.value.split(|&b| b == b',').map(|t| t.trim_ascii()) {
+                for token in options(h.value) {
                     if token.eq_ignore_ascii_case(b"close") {
                         req.close = true;
                     } else if !token.eq_ignore_ascii_case(b"keep-alive") && !token.is_empty() {
@@ -527,7 +513,7 @@ fn parse_request(buf: &[u8]) -> Parsed {
                 }
             }
             Hop::Te => {
-                req.trailers |= h.value.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"));
+                req.trailers |= options(h.value).any(|t| t.eq_ignore_ascii_case(b"trailers"));
             }
             _ => {}
         }
@@ -677,11 +663,7 @@ fn parse_response(ubuf: &[u8]) -> Result<Option<Response>, HeadError> {
         let hop = classify(h.name.as_bytes());
         match hop {
             Hop::Connection => {
-                for token in h.value.split(|&b| b == b',').map(|t| t.trim_ascii()) {
-                    if token.eq_ignore_ascii_case(b"close") {
-                        head.close = true;
-                    }
-                }
+                head.close |= options(h.value).any(|t| t.eq_ignore_ascii_case(b"close"));
             }
             Hop::TransferEncoding => {
                 let last = h.value.rsplit(|&b| b == b',').next().unwrap_or_default().trim_ascii();
@@ -715,8 +697,7 @@ fn write_response_head(out: &mut Vec<u8>, ubuf: &[u8], head: &Response, plan: &P
         .headers
         .iter()
         .filter(|h| h.hop == Hop::Connection)
-        .flat_map(|h| h.value(ubuf).split(|&b| b == b','))
-        .map(|t| t.trim_ascii())
+        .flat_map(|h| options(h.value(ubuf)))
         .filter(|t| !t.eq_ignore_ascii_case(b"close") && !t.eq_ignore_ascii_case(b"keep-alive") && !t.is_empty())
         .collect();
     for h in &head.headers {
@@ -821,6 +802,11 @@ where
         }
     }
     Relayed::Done { upstream_clean: clean }
+}
+
+/// The comma-separated options of a header value (`Connection`, `TE`), trimmed.
+fn options(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value.split(|&b| b == b',').map(|t| t.trim_ascii())
 }
 
 /// Drops the first `n` bytes of `buf`.

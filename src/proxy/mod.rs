@@ -83,17 +83,17 @@ impl Proxy {
                 Ok(result) => break result,
                 Err(_) => match progress.as_ref().map(|p| p.last(started)) {
                     Some(last) if last > quiet_since => quiet_since = last,
-                    _ => {
-                        tracing::debug!("port {port}: no response within {:?}", self.timeout);
-                        return Err(AppError::new(
-                            StatusCode::GATEWAY_TIMEOUT,
-                            format!("The server on port {port} did not answer in time"),
-                        ));
-                    }
+                    _ => return Err(self.timed_out(port)),
                 },
             }
         };
         result.map_err(|e| upstream_error(e, port))
+    }
+
+    /// The 504 for an upstream silent for the proxy timeout (both paths).
+    fn timed_out(&self, port: u16) -> AppError {
+        tracing::debug!("port {port}: no response within {:?}", self.timeout);
+        AppError::new(StatusCode::GATEWAY_TIMEOUT, format!("The server on port {port} did not answer in time"))
     }
 
     /// One exchange over HTTP/1.1 on a pooled connection, or a new one. A pooled connection the
@@ -172,14 +172,14 @@ impl Proxy {
     }
 }
 
-/// A copy of a request that can be sent again: no body, and a method that means the same sent
-/// twice (RFC 9110 §9.2.2).
+/// Methods that mean the same sent twice (RFC 9110 §9.2.2).
+fn idempotent(method: &str) -> bool {
+    matches!(method, "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE")
+}
+
+/// A copy of a request that can be sent again: no body, and an [`idempotent`] method.
 fn replayable(req: &hyper::Request<Body>) -> Option<hyper::Request<Body>> {
-    let idempotent = matches!(
-        *req.method(),
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
-    );
-    if !idempotent || !req.body().is_end_stream() {
+    if !idempotent(req.method().as_str()) || !req.body().is_end_stream() {
         return None;
     }
     let mut copy = hyper::Request::new(Body::empty());
@@ -452,9 +452,14 @@ fn upstream_error(e: Failed, port: u16) -> AppError {
         }
         Failed::Exchange(e) => {
             tracing::debug!("port {port}: {e:?}");
-            AppError::new(StatusCode::BAD_GATEWAY, format!("The server on port {port} did not send a valid response"))
+            invalid_response(port)
         }
     }
+}
+
+/// The 502 for an upstream that answered with something other than an HTTP response (both paths).
+fn invalid_response(port: u16) -> AppError {
+    AppError::new(StatusCode::BAD_GATEWAY, format!("The server on port {port} did not send a valid response"))
 }
 
 /// When a request body last moved, in ms since the request started.

@@ -5,10 +5,11 @@
 //! socket itself is the same object before and after the upgrade: hyper moves it into the
 //! `Upgraded` stream, and it is dropped when whoever serves the upgrade is done. So every
 //! connection's socket is wrapped in [`SlotIo`], and each request carries the connection's
-//! [`ConnectionSlot`] in its [`super::ConnInfo`] extension; whatever a middleware parks in the slot lives until the
-//! socket is dropped. The heart's middleware parks a connection guard and a lifecycle token on
-//! every `101 Switching Protocols`, so every WebSocket, ours, VS Code's or a proxied one, keeps
-//! the server alive and is waited for at shutdown without its handler doing anything.
+//! [`ConnectionSlot`] in its [`super::ConnInfo`] extension; whatever a middleware parks in the slot
+//! lives until the socket is dropped. The heart's middleware parks a connection guard and a
+//! lifecycle token on every `101 Switching Protocols`, so every WebSocket, ours, VS Code's or a
+//! proxied one, keeps the server alive and is waited for at shutdown without its handler doing
+//! anything.
 //!
 //! The cost is one `Arc` per connection and nothing per read or write.
 
@@ -20,7 +21,8 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// Things to keep until the connection this request came on is closed (in the request's [`super::ConnInfo`]).
+/// Things to keep until the connection this request came on is closed (in the request's
+/// [`super::ConnInfo`]).
 #[derive(Clone, Default)]
 pub struct ConnectionSlot(Arc<Mutex<Vec<Box<dyn Any + Send>>>>);
 
