@@ -6,6 +6,7 @@ pub mod assets;
 pub mod auth;
 pub mod cli;
 pub mod clock;
+pub mod errno;
 pub mod error;
 pub mod headers;
 pub mod heart;

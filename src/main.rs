@@ -47,6 +47,12 @@ fn main() -> ExitCode {
         tracing::info!("{note}");
     }
 
+    if matches!(mode, Mode::Serve) {
+        match server::raise_open_files_limit() {
+            Ok(n) => tracing::debug!("Open files limit: {n}"),
+            Err(e) => tracing::warn!("cannot raise the open files limit: {}", code_server::errno::describe(&e)),
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => return fail(&format!("cannot start the async runtime: {e}")),

@@ -5,16 +5,12 @@ mod common;
 
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::sync::Arc;
 
 use axum::body::Body;
 use common::*;
 use hyper::Request;
 use hyper::http::StatusCode;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio_rustls::rustls;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 
 #[tokio::test]
 async fn unix_socket_with_mode_and_cleanup() {
@@ -92,67 +88,6 @@ async fn socket_fd_tcp_and_unix() {
     let out = run(&home, &["--socket-fd", "0"], &[]);
     assert_eq!(out.code, Some(1));
     assert!(out.stderr.contains("--socket-fd 0:"), "{}", out.stderr);
-}
-
-/// Trusts exactly one certificate (the one the server made or was given).
-#[derive(Debug)]
-struct Pinned(CertificateDer<'static>, Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for Pinned {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        if end_entity.as_ref() == self.0.as_ref() {
-            Ok(rustls::client::danger::ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General("unexpected certificate".into()))
-        }
-    }
-    fn verify_tls12_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(m, c, d, &self.1.signature_verification_algorithms)
-    }
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(m, c, d, &self.1.signature_verification_algorithms)
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.1.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-async fn tls_connect(
-    authority: &str,
-    cert: &std::path::Path,
-    alpn: &[&[u8]],
-) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    let der = CertificateDer::from_pem_file(cert).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Pinned(der, provider)))
-        .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    let tcp = tokio::net::TcpStream::connect(authority).await.unwrap();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .expect("TLS handshake")
 }
 
 async fn https_request(authority: &str, cert: &std::path::Path, req: Request<Body>) -> Resp {

@@ -2,10 +2,9 @@
 //! proxy domains, streaming, WebSockets and the switches.
 
 mod common;
-#[path = "common/upstream.rs"]
-mod upstream;
 
 use axum::body::Body;
+use common::upstream::{Pattern, Upstream, closed_port};
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::BodyExt;
@@ -14,7 +13,6 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use upstream::{Pattern, Upstream, closed_port};
 
 const PASSWORD: &str = "correct-horse";
 

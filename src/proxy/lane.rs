@@ -48,9 +48,10 @@ const MAX_REQUEST_HEAD: usize = 16 * 1024;
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// More headers than this and the request goes to hyper.
 const MAX_HEADERS: usize = 64;
-/// Once a request has started arriving, its head must be complete within this (as on hyper's
-/// side, see `server`).
-const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// A request head must be complete within this of the connection being ready for it, on a new
+/// connection as after a response (as on hyper's side, see `server`): a connection that sends
+/// nothing is closed, not kept forever.
+const HEAD_TIMEOUT: Duration = crate::server::HEADER_READ_TIMEOUT;
 /// Body reads start this big and double while they come back full, up to [`MAX_RELAY_CHUNK`]:
 /// a short answer costs little memory, a large download few system calls.
 const RELAY_CHUNK: usize = 16 * 1024;
@@ -420,10 +421,10 @@ enum Read {
     Closed,
 }
 
-/// Reads until `buf` holds a whole request head. The wait for a request's first byte is as
-/// long as the client likes (it is an idle keep-alive connection), unless the server drains.
+/// Reads until `buf` holds a whole request head, for at most [`HEAD_TIMEOUT`]; the server
+/// draining ends the wait for a request that has not started.
 async fn read_request<S: AsyncRead + Unpin>(client: &mut S, buf: &mut Vec<u8>, draining: &CancellationToken) -> Read {
-    let mut started = None;
+    let deadline = Instant::now() + HEAD_TIMEOUT;
     loop {
         if !buf.is_empty() {
             match parse_request(buf) {
@@ -440,10 +441,10 @@ async fn read_request<S: AsyncRead + Unpin>(client: &mut S, buf: &mut Vec<u8>, d
             tokio::select! {
                 biased;
                 _ = draining.cancelled() => return Read::Closed,
+                _ = tokio::time::sleep_until(deadline) => return Read::Closed,
                 r = client.read_buf(buf) => r,
             }
         } else {
-            let deadline = *started.get_or_insert_with(|| Instant::now() + HEAD_TIMEOUT);
             match tokio::time::timeout_at(deadline, client.read_buf(buf)).await {
                 Ok(r) => r,
                 Err(_) => return Read::Closed,

@@ -2,6 +2,7 @@
 //! the same port (a plain-HTTP request to a TLS port gets code-server's redirect), HTTP/1.1 and
 //! HTTP/2 (ALPN under TLS, prior knowledge without), WebSocket upgrades, graceful shutdown.
 
+pub mod idle;
 pub mod listen;
 pub mod rewind;
 pub mod slot;
@@ -18,10 +19,10 @@ use axum::http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_util::sync::CancellationToken;
@@ -50,7 +51,20 @@ pub struct ConnInfo {
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// A client must send its first byte and finish the TLS handshake within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// A request head must arrive within this of the connection being ready for it: on a new
+/// connection, and on a keep-alive connection after its last response (hyper's default, which
+/// the express lane follows too). An HTTP/2 connection with no request in flight for this long
+/// is closed the same way (see [`idle`]).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// HTTP/2 keep-alive: a ping after this much silence, and the connection closed when its answer
+/// does not come within as long again.
+const H2_KEEP_ALIVE: Duration = Duration::from_secs(20);
+/// After a graceful close of an idle connection (a GOAWAY), how long the client gets to let go
+/// before the socket is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// Accept failures (out of descriptors, mostly) back off from this, doubling up to a second.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
 /// What [`serve`] serves: the application (see [`crate::app::router`]) or, in tests, a Router.
 pub trait App:
@@ -89,38 +103,51 @@ pub async fn serve<A: App>(
     tls: Option<Arc<ServerConfig>>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let graceful = GracefulShutdown::new();
-    // Every connection task, so none outlives this function: aborted after the grace period.
-    // (Aborting costs nothing while they run; a cancellation token would be polled at every
-    // wake-up of every connection.)
+    // Every connection task, so none outlives this function: waited for during the grace
+    // period, aborted after it. (Aborting costs nothing while they run; a cancellation token
+    // would be polled at every wake-up of every connection.)
     let mut tasks = JoinSet::new();
     let shared =
         Arc::new(Shared { app, lane, acceptor: tls.map(TlsAcceptor::from), draining: CancellationToken::new() });
     tokio::pin!(shutdown);
+    let mut backoff = Duration::ZERO;
     loop {
         let accepted = tokio::select! {
             _ = &mut shutdown => break,
             a = listener.accept() => a,
         };
         let accepted = match accepted {
-            Ok(a) => a,
+            Ok(a) => {
+                if !backoff.is_zero() {
+                    tracing::info!("Accepting connections again");
+                    backoff = Duration::ZERO;
+                }
+                a
+            }
             Err(e) => {
-                // Out of descriptors and the like: back off instead of spinning.
-                tracing::warn!("accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                // Out of descriptors and the like: the connection stays queued in the kernel.
+                // Back off instead of spinning, and say so once, not at every retry.
+                if backoff.is_zero() {
+                    tracing::warn!("accept failed: {e} ({}); retrying with back-off", crate::errno::name(&e));
+                }
+                backoff = (backoff * 2).clamp(ACCEPT_BACKOFF, MAX_ACCEPT_BACKOFF);
+                tokio::select! {
+                    _ = &mut shutdown => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                // Idle connections closing meanwhile give descriptors back.
+                while tasks.try_join_next().is_some() {}
                 continue;
             }
         };
-        // A connection holds its watcher from the start, so the grace period below waits for
-        // requests in the express lane too.
-        let (shared, watcher) = (shared.clone(), graceful.watcher());
+        let shared = shared.clone();
         match accepted {
             Accepted::Tcp(s, peer) => {
                 let local = s.local_addr().ok();
-                tasks.spawn(handle(s, Some(peer), local, shared, watcher));
+                tasks.spawn(handle(s, Some(peer), local, shared));
             }
             Accepted::Unix(s) => {
-                tasks.spawn(handle(s, None, None, shared, watcher));
+                tasks.spawn(handle(s, None, None, shared));
             }
         }
         // Forget the connections that have ended.
@@ -128,8 +155,11 @@ pub async fn serve<A: App>(
     }
     listener.remove_socket_file();
     drop(listener);
+    // Connections finish what they are doing and close; the express lane's and hyper's idle
+    // connections close at once.
     shared.draining.cancel();
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async { while tasks.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
         tracing::warn!("Some connections did not finish within {}s; closing them", SHUTDOWN_GRACE.as_secs());
     }
     tasks.abort_all();
@@ -141,21 +171,16 @@ struct Shared<A> {
     app: A,
     lane: Option<Lane>,
     acceptor: Option<TlsAcceptor>,
-    /// Cancelled when shutdown starts: the lane closes its idle connections.
+    /// Cancelled when shutdown starts: connections finish their requests and close.
     draining: CancellationToken,
 }
 
-async fn handle<S, A: App>(
-    mut stream: S,
-    peer: Option<SocketAddr>,
-    local: Option<SocketAddr>,
-    shared: Arc<Shared<A>>,
-    watcher: Watcher,
-) where
+async fn handle<S, A: App>(mut stream: S, peer: Option<SocketAddr>, local: Option<SocketAddr>, shared: Arc<Shared<A>>)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let Some(acceptor) = &shared.acceptor else {
-        lane_then_app(stream, peer, local, false, &shared, watcher).await;
+        lane_then_app(stream, peer, local, false, &shared).await;
         return;
     };
     // TLS and plain HTTP share the port: a TLS ClientHello starts with 0x16.
@@ -166,14 +191,14 @@ async fn handle<S, A: App>(
     }
     let stream = Rewind::new(first.to_vec(), stream);
     if first[0] != 0x16 {
-        serve_redirect(stream, watcher).await;
+        serve_redirect(stream, &shared.draining).await;
         return;
     }
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
         Ok(Ok(tls)) if tls.get_ref().1.alpn_protocol() == Some(b"h2") => {
-            serve_app(tls, peer, local, true, shared.app.clone(), watcher).await
+            serve_app(tls, peer, local, true, &shared).await
         }
-        Ok(Ok(tls)) => lane_then_app(tls, peer, local, true, &shared, watcher).await,
+        Ok(Ok(tls)) => lane_then_app(tls, peer, local, true, &shared).await,
         Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
         Err(_) => tracing::debug!("TLS handshake timed out"),
     }
@@ -187,23 +212,22 @@ async fn lane_then_app<S, A: App>(
     local: Option<SocketAddr>,
     tls: bool,
     shared: &Shared<A>,
-    watcher: Watcher,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let Some(lane) = &shared.lane else {
-        serve_app(stream, peer, local, tls, shared.app.clone(), watcher).await;
+        serve_app(stream, peer, local, tls, shared).await;
         return;
     };
     if let Some((stream, read)) = lane.serve(stream, local.map(|a| a.port()), &shared.draining).await {
-        serve_app(Rewind::new(read, stream), peer, local, tls, shared.app.clone(), watcher).await;
+        serve_app(Rewind::new(read, stream), peer, local, tls, shared).await;
     }
 }
 
 fn builder() -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
-    b.http2().timer(TokioTimer::new());
+    b.http2().timer(TokioTimer::new()).keep_alive_interval(H2_KEEP_ALIVE).keep_alive_timeout(H2_KEEP_ALIVE);
     b
 }
 
@@ -212,8 +236,7 @@ async fn serve_app<S, A: App>(
     peer: Option<SocketAddr>,
     local: Option<SocketAddr>,
     tls: bool,
-    app: A,
-    watcher: Watcher,
+    shared: &Shared<A>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -222,42 +245,137 @@ async fn serve_app<S, A: App>(
     let slot = ConnectionSlot::default();
     let io = SlotIo::new(stream, slot.clone());
     let info = ConnInfo { peer, local, tls, slot };
-    let svc = app.map_request(move |req: Request<Incoming>| {
+    let activity = idle::Activity::new();
+    let counter = activity.clone();
+    let app = shared.app.clone();
+    let svc = tower::service_fn(move |req: Request<Incoming>| {
         let mut req = req.map(Body::new);
         req.extensions_mut().insert(info.clone());
-        req
+        let in_flight = counter.begin();
+        let response = app.clone().oneshot(req);
+        async move {
+            let res = response.await?;
+            Ok::<_, Infallible>(res.map(|body| Body::new(idle::Counted::new(body, in_flight))))
+        }
     });
     let builder = builder();
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(svc));
-    if let Err(e) = watcher.watch(conn.into_owned()).await {
-        tracing::trace!("connection ended with an error: {e}");
+    watch(conn, &activity, &shared.draining).await;
+}
+
+/// Drives a connection until it ends; closes it gracefully when the server drains or when it
+/// has been idle for [`HEADER_READ_TIMEOUT`], and drops it if the client has not let go
+/// [`CLOSE_GRACE`] after an idle close.
+async fn watch<C>(conn: C, activity: &idle::Activity, draining: &CancellationToken)
+where
+    C: Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>> + Closable,
+{
+    tokio::pin!(conn);
+    let mut closing = false;
+    let mut give_up = None;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::trace!("connection ended with an error: {e}");
+                }
+                return;
+            }
+            _ = draining.cancelled(), if !closing => {
+                closing = true;
+                conn.as_mut().close();
+            }
+            _ = activity.idle(HEADER_READ_TIMEOUT), if !closing => {
+                tracing::trace!("closing an idle connection");
+                closing = true;
+                give_up = Some(Instant::now() + CLOSE_GRACE);
+                conn.as_mut().close();
+            }
+            _ = tokio::time::sleep_until(give_up.unwrap_or_else(Instant::now)), if give_up.is_some() => return,
+        }
+    }
+}
+
+/// A hyper connection that can be asked to finish its requests and close.
+trait Closable {
+    fn close(self: std::pin::Pin<&mut Self>);
+}
+
+impl<I, S, E> Closable for auto::UpgradeableConnection<'_, I, S, E>
+where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<Body>>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Future: 'static,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, Body>,
+{
+    fn close(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S, E> Closable for auto::Connection<'_, I, S, E>
+where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<Body>>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Future: 'static,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, Body>,
+{
+    fn close(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
     }
 }
 
 /// A plain-HTTP request on a TLS port: `302 https://<Host><url>`, as code-server answers.
-async fn serve_redirect<S>(stream: S, watcher: Watcher)
+async fn serve_redirect<S>(stream: S, draining: &CancellationToken)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
-        let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).filter(|h| !h.is_empty());
-        let path = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        let res = match host.and_then(|h| HeaderValue::from_str(&format!("https://{h}{path}")).ok()) {
-            Some(location) => Response::builder()
-                .status(StatusCode::FOUND)
-                .header(header::LOCATION, location)
-                .body(Body::from("Redirecting to HTTPS"))
-                .expect("valid response"),
-            None => Response::builder()
-                .status(StatusCode::BAD_REQUEST)
-                .body(Body::from("This server only speaks HTTPS"))
-                .expect("valid response"),
-        };
-        Ok::<_, std::convert::Infallible>(res)
+    let activity = idle::Activity::new();
+    let counter = activity.clone();
+    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let in_flight = counter.begin();
+        async move {
+            let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).filter(|h| !h.is_empty());
+            let path = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+            let res = match host.and_then(|h| HeaderValue::from_str(&format!("https://{h}{path}")).ok()) {
+                Some(location) => Response::builder()
+                    .status(StatusCode::FOUND)
+                    .header(header::LOCATION, location)
+                    .body(Body::from("Redirecting to HTTPS")),
+                None => Response::builder()
+                    .status(StatusCode::BAD_REQUEST)
+                    .body(Body::from("This server only speaks HTTPS")),
+            }
+            .expect("valid response");
+            Ok::<_, Infallible>(res.map(|body| Body::new(idle::Counted::new(body, in_flight))))
+        }
     });
     let builder = builder();
     let conn = builder.serve_connection(TokioIo::new(stream), svc);
-    let _ = watcher.watch(conn.into_owned()).await;
+    watch(conn, &activity, draining).await;
+}
+
+/// Raises the soft limit on open files to the hard limit, as servers do: every connection is a
+/// descriptor, and the default soft limit (often 1024) is reached long before the machine's
+/// capacity. Returns the limit now in force.
+pub fn raise_open_files_limit() -> std::io::Result<u64> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            lim = raised;
+        }
+    }
+    Ok(lim.rlim_cur)
 }
 
 /// SIGINT and SIGTERM, the two ways to ask for a shutdown.
