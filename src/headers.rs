@@ -1,7 +1,53 @@
 //! Header surgery shared by everything that forwards requests (the port proxy, VS Code):
-//! hop-by-hop headers and our session cookie stay with us.
+//! hop-by-hop headers and our session cookie stay with us. Also the one reading of `Cookie`
+//! headers, so authentication and the cookie filter can never disagree about a cookie's name.
 
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Where a request's header values come from: hyper's `HeaderMap`, or the express lane's raw
+/// head. Whatever reads headers to decide about a request (its host, its session, its Origin)
+/// reads them through this, so both paths decide alike.
+pub trait HeaderSource {
+    /// The values of every header named `name` (given in lower case), in order.
+    fn header_values<'a>(&'a self, name: &'static str) -> impl Iterator<Item = &'a [u8]> + 'a;
+
+    /// The first value of `name`, when it is text.
+    fn first_str<'a>(&'a self, name: &'static str) -> Option<&'a str> {
+        self.header_values(name).next().and_then(|v| std::str::from_utf8(v).ok())
+    }
+}
+
+impl HeaderSource for HeaderMap {
+    fn header_values<'a>(&'a self, name: &'static str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.get_all(name).iter().map(HeaderValue::as_bytes)
+    }
+}
+
+/// The `(name, value)` of every cookie in `Cookie` header values, in order: pairs split at `;`
+/// and `=`, name and value trimmed of spaces and tabs only (RFC 6265's whitespace). A name with
+/// any other character around it (`\u{a0}code-server-session`) is another cookie's name, for
+/// authentication and for [`cookies_without`] alike.
+pub fn cookie_pairs<'a>(values: impl Iterator<Item = &'a [u8]>) -> impl Iterator<Item = (&'a [u8], &'a [u8])> {
+    values.flat_map(|v| v.split(|&b| b == b';')).filter_map(|pair| {
+        let eq = pair.iter().position(|&b| b == b'=')?;
+        Some((ows_trim(&pair[..eq]), ows_trim(&pair[eq + 1..])))
+    })
+}
+
+/// The name of one `name=value` cookie pair (as [`cookie_pairs`] reads it).
+fn cookie_name(pair: &[u8]) -> &[u8] {
+    ows_trim(pair.split(|&b| b == b'=').next().unwrap_or_default())
+}
+
+fn ows_trim(mut b: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = b {
+        b = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = b {
+        b = rest;
+    }
+    b
+}
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus `Expect`:
 /// we answered the client's `100-continue` ourselves when the upstream started reading.
@@ -95,9 +141,8 @@ pub fn cookies_without<'a, I: Iterator<Item = &'a [u8]>>(
     let start = out.len();
     for value in values() {
         for pair in value.split(|&b| b == b';') {
-            let pair = pair.trim_ascii_start();
-            let pair_name = pair.split(|&b| b == b'=').next().unwrap_or_default().trim_ascii();
-            if pair.is_empty() || pair_name == name.as_bytes() {
+            let pair = ows_trim(pair);
+            if pair.is_empty() || cookie_name(pair) == name.as_bytes() {
                 continue;
             }
             if out.len() > start {
@@ -171,5 +216,25 @@ mod tests {
         h.append("cookie", "code-server-session-dev=x".parse().unwrap());
         remove_cookie(&mut h, "code-server-session");
         assert_eq!(h["cookie"], "code-server-session-dev=x");
+    }
+
+    #[test]
+    fn cookie_names_are_trimmed_of_spaces_and_tabs_only() {
+        let values = ["a=1;\t b = 2 ; code-server-session=t", "\u{a0}code-server-session=u"];
+        let pairs: Vec<(&[u8], &[u8])> = cookie_pairs(values.iter().map(|v| v.as_bytes())).collect();
+        assert_eq!(
+            pairs,
+            [
+                (&b"a"[..], &b"1"[..]),
+                (b"b", b"2"),
+                (b"code-server-session", b"t"),
+                ("\u{a0}code-server-session".as_bytes(), b"u")
+            ]
+        );
+        // The filter agrees: the look-alike is not ours and stays.
+        let mut h = HeaderMap::new();
+        h.append("cookie", HeaderValue::from_bytes("\u{a0}code-server-session=u; x=1".as_bytes()).unwrap());
+        remove_cookie(&mut h, "code-server-session");
+        assert_eq!(h["cookie"].as_bytes(), "\u{a0}code-server-session=u; x=1".as_bytes());
     }
 }

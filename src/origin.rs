@@ -4,12 +4,14 @@
 //! Unlike code-server we compare ports after filling in the scheme's default, so
 //! `Host: ex.com:443` matches `Origin: https://ex.com` (code-server#6166).
 
-use axum::http::{HeaderMap, header};
+use crate::headers::HeaderSource;
 
 /// The host the browser addressed, lower-cased, port included when given: `Forwarded: host=`
-/// first, then the first `X-Forwarded-Host`, then `Host`.
-pub fn request_host(headers: &HeaderMap) -> Option<String> {
-    let forwarded = headers.get_all(header::FORWARDED).iter().filter_map(|v| v.to_str().ok()).find_map(|v| {
+/// first, then the first `X-Forwarded-Host`, then `Host`, then (HTTP/2, which has no `Host`
+/// header) the request's `:authority`.
+pub fn request_host(headers: &impl HeaderSource, authority: Option<&str>) -> Option<String> {
+    let text = |v: &[u8]| std::str::from_utf8(v).ok().map(str::to_string);
+    let forwarded = headers.header_values("forwarded").filter_map(|v| std::str::from_utf8(v).ok()).find_map(|v| {
         v.split([';', ',']).find_map(|param| {
             let (k, val) = param.split_once('=')?;
             k.trim().eq_ignore_ascii_case("host").then(|| val.trim().trim_matches('"').to_string())
@@ -17,13 +19,18 @@ pub fn request_host(headers: &HeaderMap) -> Option<String> {
     });
     let x_forwarded = || {
         headers
-            .get("x-forwarded-host")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .map(|h| h.trim().to_string())
+            .header_values("x-forwarded-host")
+            .next()
+            .and_then(text)
+            .and_then(|v| v.split(',').next().map(|h| h.trim().to_string()))
     };
-    let host = || headers.get(header::HOST).and_then(|v| v.to_str().ok()).map(|h| h.trim().to_string());
-    forwarded.or_else(x_forwarded).or_else(host).filter(|h| !h.is_empty()).map(|h| h.to_ascii_lowercase())
+    let host = || headers.header_values("host").next().and_then(text).map(|h| h.trim().to_string());
+    forwarded
+        .or_else(x_forwarded)
+        .or_else(host)
+        .filter(|h| !h.is_empty())
+        .or_else(|| authority.filter(|a| !a.is_empty()).map(str::to_string))
+        .map(|h| h.to_ascii_lowercase())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -38,11 +45,15 @@ pub enum OriginError {
 
 /// Allows requests without `Origin` (non-browser clients), origins in `trusted` (exact
 /// `host[:port]`, `*`, or `*.domain`), and origins naming the host the request was sent to.
-pub fn check_origin(headers: &HeaderMap, trusted: &[String]) -> Result<(), OriginError> {
-    let Some(origin) = headers.get(header::ORIGIN) else {
+pub fn check_origin(
+    headers: &impl HeaderSource,
+    authority: Option<&str>,
+    trusted: &[String],
+) -> Result<(), OriginError> {
+    let Some(origin) = headers.header_values("origin").next() else {
         return Ok(());
     };
-    let url = origin.to_str().ok().and_then(|o| url::Url::parse(o).ok()).ok_or(OriginError::Malformed)?;
+    let url = std::str::from_utf8(origin).ok().and_then(|o| url::Url::parse(o).ok()).ok_or(OriginError::Malformed)?;
     let origin_host = url.host_str().filter(|h| !h.is_empty()).ok_or(OriginError::Malformed)?.to_ascii_lowercase();
     let origin_port = url.port_or_known_default().ok_or(OriginError::Malformed)?;
     // `host[:port]` as the browser shows it: the port only when it is not the default.
@@ -53,7 +64,7 @@ pub fn check_origin(headers: &HeaderMap, trusted: &[String]) -> Result<(), Origi
     if trusted.iter().any(|t| trusted_matches(t, &origin_authority)) {
         return Ok(());
     }
-    let host = request_host(headers).ok_or(OriginError::NoHost)?;
+    let host = request_host(headers, authority).ok_or(OriginError::NoHost)?;
     let (host_name, host_port) = split_host_port(&host);
     let host_port = host_port.unwrap_or(if url.scheme() == "https" || url.scheme() == "wss" { 443 } else { 80 });
     if host_name == origin_host && host_port == origin_port {
@@ -94,6 +105,8 @@ pub fn split_host_port(host: &str) -> (String, Option<u16>) {
 mod tests {
     use super::*;
 
+    use axum::http::HeaderMap;
+
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
@@ -104,7 +117,7 @@ mod tests {
 
     fn check(pairs: &[(&str, &str)], trusted: &[&str]) -> Result<(), OriginError> {
         let trusted: Vec<String> = trusted.iter().map(|s| s.to_string()).collect();
-        check_origin(&headers(pairs), &trusted)
+        check_origin(&headers(pairs), None, &trusted)
     }
 
     #[test]
@@ -139,7 +152,10 @@ mod tests {
             [("host", "127.0.0.1:8080"), ("x-forwarded-host", "ide.ex.com, proxy"), ("origin", "https://ide.ex.com")];
         assert!(check(&h, &[]).is_ok());
         let h = [("host", "127.0.0.1:8080"), ("forwarded", "for=1.2.3.4;host=\"ide.ex.com\";proto=https")];
-        assert_eq!(request_host(&headers(&h)).as_deref(), Some("ide.ex.com"));
+        assert_eq!(request_host(&headers(&h), None).as_deref(), Some("ide.ex.com"));
+        // HTTP/2: the authority when no header names the host.
+        assert_eq!(request_host(&headers(&[]), Some("3000.Ex.com")).as_deref(), Some("3000.ex.com"));
+        assert_eq!(request_host(&headers(&[("host", "a.com")]), Some("b.com")).as_deref(), Some("a.com"));
     }
 
     #[test]

@@ -15,6 +15,7 @@ use axum::http::request::Parts;
 use crate::app::AppState;
 use crate::cli::AuthMode;
 use crate::error::AppError;
+use crate::headers::{HeaderSource, cookie_pairs};
 use limiter::LoginLimiter;
 use password::PasswordChecker;
 use session::Sessions;
@@ -45,34 +46,37 @@ impl Auth {
 
     /// The values of every cookie named like our session cookie (a browser may send several,
     /// set at different paths).
-    pub fn session_tokens<'a>(&'a self, headers: &'a HeaderMap) -> impl Iterator<Item = &'a str> + 'a {
-        self.tokens_in(cookie_values(headers))
+    pub fn session_tokens<'a>(&'a self, headers: &'a impl HeaderSource) -> impl Iterator<Item = &'a str> + 'a {
+        self.tokens_in(headers.header_values("cookie"))
     }
 
     /// [`Auth::session_tokens`] among `Cookie` header values.
-    fn tokens_in<'a>(&self, cookie_headers: impl Iterator<Item = &'a str>) -> impl Iterator<Item = &'a str> {
-        cookie_pairs(cookie_headers).filter(|(n, _)| *n == self.cookie_name).map(|(_, v)| v.trim())
+    fn tokens_in<'a>(
+        &'a self,
+        cookie_headers: impl Iterator<Item = &'a [u8]> + 'a,
+    ) -> impl Iterator<Item = &'a str> + 'a {
+        cookie_pairs(cookie_headers)
+            .filter(|(n, _)| *n == self.cookie_name.as_bytes())
+            .filter_map(|(_, v)| std::str::from_utf8(v).ok())
     }
 
     /// True when auth is off or the request carries a live session.
-    pub async fn is_authenticated(&self, headers: &HeaderMap) -> Result<bool, AppError> {
-        self.is_authenticated_by(cookie_values(headers)).await
+    pub async fn is_authenticated(&self, headers: &impl HeaderSource) -> Result<bool, AppError> {
+        Ok(self.identify(headers).await?.is_some())
     }
 
-    /// [`Auth::is_authenticated`] for a request whose `Cookie` header values are `cookie_headers`.
-    pub async fn is_authenticated_by<'a>(
-        &self,
-        cookie_headers: impl Iterator<Item = &'a str>,
-    ) -> Result<bool, AppError> {
+    /// Who the request is from: anyone when auth is off, else the holder of a live session;
+    /// `None` when it carries none.
+    pub async fn identify(&self, headers: &impl HeaderSource) -> Result<Option<Identity>, AppError> {
         if self.mode == AuthMode::None {
-            return Ok(true);
+            return Ok(Some(Identity { session: None }));
         }
-        for token in self.tokens_in(cookie_headers) {
-            if self.sessions.validate(token).await? {
-                return Ok(true);
+        for token in self.tokens_in(headers.header_values("cookie")) {
+            if let Some(key) = self.sessions.validate(token).await? {
+                return Ok(Some(Identity { session: Some(key) }));
             }
         }
-        Ok(false)
+        Ok(None)
     }
 
     /// The client's address: the peer, or, when the peer is one of `--trusted-proxies`, the
@@ -94,22 +98,11 @@ impl Auth {
     }
 }
 
-/// `(name, value)` pairs of every `Cookie` header, in order.
-pub fn cookies(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
-    cookie_pairs(cookie_values(headers))
-}
-
-/// The `Cookie` header values that are text.
-fn cookie_values(headers: &HeaderMap) -> impl Iterator<Item = &str> {
-    headers.get_all(axum::http::header::COOKIE).iter().filter_map(|v| v.to_str().ok())
-}
-
-/// `(name, value)` pairs of `Cookie` header values, in order.
-pub fn cookie_pairs<'a>(values: impl Iterator<Item = &'a str>) -> impl Iterator<Item = (&'a str, &'a str)> {
-    values.flat_map(|v| v.split(';')).filter_map(|pair| {
-        let (n, v) = pair.split_once('=')?;
-        Some((n.trim(), v))
-    })
+/// Who a request is from, once authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The session's store key; `None` when authentication is off.
+    pub session: Option<session::SessionKey>,
 }
 
 /// Extractor for routes that need a session: rejects with 401 (JSON or the HTML page).

@@ -265,11 +265,12 @@ impl Sessions {
         Ok(NewSession { token, key })
     }
 
-    /// True when `token` names a live session; records the use. Invalid sessions are removed.
-    pub async fn validate(&self, token: &str) -> Result<bool, StoreError> {
+    /// The store key of the live session `token` names, if it does; records the use. Invalid
+    /// sessions are removed.
+    pub async fn validate(&self, token: &str) -> Result<Option<SessionKey>, StoreError> {
         // Tokens are 64 hex characters; anything else cannot be ours.
         if token.len() != 64 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Ok(false);
+            return Ok(None);
         }
         let known = self.derived.lock().unwrap().get(token).cloned();
         let key = match &known {
@@ -278,7 +279,7 @@ impl Sessions {
         };
         let Some(record) = self.store.get(&key).await? else {
             self.derived.lock().unwrap().remove(token);
-            return Ok(false);
+            return Ok(None);
         };
         let derived = match known {
             Some(d) => d,
@@ -296,12 +297,12 @@ impl Sessions {
         if !fresh(self.timeout_ms, &record, now) || record.password_fingerprint != derived.fingerprint {
             self.derived.lock().unwrap().remove(token);
             self.store.remove(&derived.key).await?;
-            return Ok(false);
+            return Ok(None);
         }
         if now.saturating_sub(record.last_seen) >= TOUCH_EVERY_MS {
             self.store.touch(&derived.key, now).await?;
         }
-        Ok(true)
+        Ok(Some(derived.key.clone()))
     }
 
     pub async fn revoke(&self, token: &str) -> Result<(), StoreError> {
@@ -350,11 +351,11 @@ mod tests {
         let s = sessions(Arc::new(MemoryStore::default()), "pw", Duration::from_secs(60));
         let new = s.create().await.unwrap();
         assert_eq!(new.token.len(), 64);
-        assert!(s.validate(&new.token).await.unwrap());
-        assert!(!s.validate(&hex(&random_bytes::<32>())).await.unwrap());
-        assert!(!s.validate("short").await.unwrap());
+        assert!(s.validate(&new.token).await.unwrap().is_some());
+        assert!(s.validate(&hex(&random_bytes::<32>())).await.unwrap().is_none());
+        assert!(s.validate("short").await.unwrap().is_none());
         s.revoke(&new.token).await.unwrap();
-        assert!(!s.validate(&new.token).await.unwrap());
+        assert!(s.validate(&new.token).await.unwrap().is_none());
     }
 
     #[tokio::test]
@@ -362,16 +363,16 @@ mod tests {
         let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::default());
         let s = sessions(store.clone(), "pw", Duration::from_secs(60));
         for _ in 0..3 {
-            assert!(!s.validate(&hex(&random_bytes::<32>())).await.unwrap());
+            assert!(s.validate(&hex(&random_bytes::<32>())).await.unwrap().is_none());
         }
         assert_eq!(s.derived.lock().unwrap().len(), 0, "made-up tokens are not kept");
         let token = s.create().await.unwrap().token;
-        assert!(s.validate(&token).await.unwrap());
-        assert!(s.validate(&token).await.unwrap());
+        assert!(s.validate(&token).await.unwrap().is_some());
+        assert!(s.validate(&token).await.unwrap().is_some());
         assert_eq!(s.derived.lock().unwrap().len(), 1);
         // Removed from the store behind the memo's back (another process, a prune): refused.
         store.remove(&Sessions::key_of(&token)).await.unwrap();
-        assert!(!s.validate(&token).await.unwrap());
+        assert!(s.validate(&token).await.unwrap().is_none());
         assert_eq!(s.derived.lock().unwrap().len(), 0);
     }
 
@@ -381,8 +382,8 @@ mod tests {
         let old = sessions(store.clone(), "old", Duration::from_secs(60));
         let token = old.create().await.unwrap().token;
         let new = sessions(store.clone(), "new", Duration::from_secs(60));
-        assert!(!new.validate(&token).await.unwrap());
-        assert!(!old.validate(&token).await.unwrap(), "the stale session was removed");
+        assert!(new.validate(&token).await.unwrap().is_none());
+        assert!(old.validate(&token).await.unwrap().is_none(), "the stale session was removed");
     }
 
     #[tokio::test]
@@ -392,11 +393,11 @@ mod tests {
         let new = s.create().await.unwrap();
         // Pretend the session was last used 59 minutes ago: still valid, and the use is recorded.
         store.touch(&new.key, now_ms() - 59 * 60_000).await.unwrap();
-        assert!(s.validate(&new.token).await.unwrap());
+        assert!(s.validate(&new.token).await.unwrap().is_some());
         assert!(store.get(&new.key).await.unwrap().unwrap().last_seen > now_ms() - 5_000);
         // Unused for longer than the timeout: gone.
         store.touch(&new.key, now_ms() - 61 * 60_000).await.unwrap();
-        assert!(!s.validate(&new.token).await.unwrap());
+        assert!(s.validate(&new.token).await.unwrap().is_none());
         assert!(store.get(&new.key).await.unwrap().is_none());
     }
 
@@ -412,11 +413,11 @@ mod tests {
         assert!(!std::fs::read_to_string(&path).unwrap().contains(&token), "only hashes are stored");
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         let s = sessions(Arc::new(FileStore::open(&path).unwrap()), "pw", Duration::from_secs(60));
-        assert!(s.validate(&token).await.unwrap());
+        assert!(s.validate(&token).await.unwrap().is_some());
 
         std::fs::write(&path, b"{not json").unwrap();
         let s = sessions(Arc::new(FileStore::open(&path).unwrap()), "pw", Duration::from_secs(60));
-        assert!(!s.validate(&token).await.unwrap());
+        assert!(s.validate(&token).await.unwrap().is_none());
         let aside: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .filter_map(|e| e.ok())

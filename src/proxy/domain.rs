@@ -7,21 +7,15 @@
 //!   (code-server#5311);
 //! - `OPTIONS` under `--skip-auth-preflight` is proxied without a session, as on `/proxy`
 //!   (code-server lets it fall through to its own routes);
+//! - over HTTP/2, which has no `Host` header, the request's `:authority` names the host;
 //! - `/robots.txt` and `/security.txt` belong to the proxied app like every other path
 //!   (code-server answers them itself, shadowing the app's).
 
-use axum::Router;
-use axum::extract::Request;
-use axum::http::{HeaderMap, Method};
-use axum::response::Response;
-use tower::ServiceExt;
-
-use super::{Admission, Target, admit, forward, parse_port};
+use super::admission::Head;
+use super::parse_port;
 use crate::app::AppState;
-use crate::error::{AppError, accepts_html};
+use crate::error::AppError;
 use crate::origin::request_host;
-use crate::relative::{Query, found, location};
-use crate::server::ConnInfo;
 
 /// A normalised `--proxy-domain` (always containing `{{port}}`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,52 +92,15 @@ fn port_for<'a>(domains: &[Pattern], host: &'a str) -> Option<&'a str> {
 }
 
 /// For a request whose host is under a proxy domain: the port it names, or why that is not a
-/// port. `None` for every other host, and for our own port (proxying it to ourselves with the
-/// same Host would loop forever).
-pub fn port(state: &AppState, req: &Request) -> Option<Result<u16, AppError>> {
-    if state.proxy.domains.is_empty() {
-        return None;
-    }
-    let local = req.extensions().get::<ConnInfo>().and_then(|c| c.local).map(|a| a.port());
-    port_of(state, req.headers(), local)
-}
-
-/// [`port`] for a request with these headers (only the host headers are read) that came in on
-/// our port `local`.
-pub fn port_of(state: &AppState, headers: &HeaderMap, local: Option<u16>) -> Option<Result<u16, AppError>> {
-    let host = request_host(headers)?;
+/// port. `None` for every other host, and for our own port `local` (proxying it to ourselves
+/// with the same Host would loop forever).
+pub fn port_of(state: &AppState, head: &impl Head, local: Option<u16>) -> Option<Result<u16, AppError>> {
+    let host = request_host(head, head.authority())?;
     let port = parse_port(port_for(&state.proxy.domains, &host)?);
     match port {
         Ok(p) if Some(p) == local => None,
         port => Some(port),
     }
-}
-
-/// A request for a proxy-domain host: the proxied app's whatever its path, except the login page
-/// and our assets for someone not yet logged in, which `router` serves.
-pub async fn handle(
-    state: &AppState,
-    req: Request,
-    port: Result<u16, AppError>,
-    router: Router,
-) -> Result<Response, AppError> {
-    if admit(state, req.method(), req.headers()).await? == Admission::Unauthenticated {
-        let path = req.uri().path();
-        let read = matches!(*req.method(), Method::GET | Method::HEAD);
-        let html = accepts_html(req.headers());
-        if (read && path.starts_with("/_static/")) || (html && (path == "/login" || path.starts_with("/login/"))) {
-            return Ok(router.oneshot(req).await.unwrap_or_else(|never| match never {}));
-        }
-        if html {
-            let query = Query::parse(req.uri().query());
-            let me = (path != "/").then_some(path);
-            return Ok(found(&location(path, &query, "login", &[("to", me)])));
-        }
-        return Err(AppError::unauthorized());
-    }
-    let port = port?;
-    let path_and_query = req.uri().path_and_query().cloned().unwrap_or_else(|| "/".parse().expect("a valid path"));
-    forward(state, req, Target { port, path_and_query, rewrite_location: false }).await
 }
 
 #[cfg(test)]

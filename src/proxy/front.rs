@@ -19,18 +19,13 @@ use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use tower::Service;
 
-use super::{domain, path};
-use crate::app::AppState;
-use crate::error::{AppError, accepts_html, as_page};
-use crate::relative::Query;
-use crate::server::ConnInfo;
+use tower::ServiceExt;
 
-/// Where a request goes.
-pub(super) enum Route {
-    /// A proxy-domain host; the port, or why it is not one.
-    Domain(Result<u16, AppError>),
-    Path(path::Kind),
-}
+use super::admission::{Parts, Refusal, Route, admit, route};
+use crate::app::AppState;
+use crate::error::{accepts_html, as_page};
+use crate::relative::{Query, found};
+use crate::server::ConnInfo;
 
 /// Wraps the application router; see the module docs. Cloned for every request (the router
 /// holds services by value), so it is one reference count.
@@ -59,10 +54,9 @@ impl Service<Request> for Front {
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        let route = domain::port(&self.0.state, &req)
-            .map(Route::Domain)
-            .or_else(|| path::kind(req.uri().path()).map(Route::Path));
-        match route {
+        let local = req.extensions().get::<ConnInfo>().and_then(|c| c.local).map(|a| a.port());
+        let head = Parts { method: req.method(), uri: req.uri(), headers: req.headers() };
+        match route(&self.0.state, &head, local) {
             Some(route) => Box::pin(serve(self.0.clone(), req, route)),
             None => Box::pin(self.0.router.clone().call(req)),
         }
@@ -73,12 +67,16 @@ async fn serve(front: Arc<Inner>, req: Request, route: Route) -> Result<Response
     let state = &front.state;
     // As the router's activity layer does for every other request.
     state.heart.record_activity();
-    let slot = req.extensions().get::<ConnInfo>().map(|c| c.slot.clone());
+    let info = req.extensions().get::<ConnInfo>();
+    let (slot, conn) = (info.map(|c| c.slot.clone()), info.map_or(0, |c| c.id));
     // What the HTML error page needs, kept only for browsers (the request itself moves on).
     let page_for = accepts_html(req.headers()).then(|| req.uri().clone());
-    let result = match route {
-        Route::Path(kind) => path::handle(state, req, kind).await,
-        Route::Domain(port) => domain::handle(state, req, port, front.router.clone()).await,
+    let head = Parts { method: req.method(), uri: req.uri(), headers: req.headers() };
+    let result = match admit(state, &head, route, conn).await {
+        Ok(admitted) => super::forward(state, req, admitted).await,
+        Err(Refusal::Error(e)) => Err(e),
+        Err(Refusal::Login(to)) => Ok(found(&to)),
+        Err(Refusal::Router) => Ok(front.router.clone().oneshot(req).await.unwrap_or_else(|never| match never {})),
     };
     Ok(match (result, page_for) {
         (Ok(res), _) => {

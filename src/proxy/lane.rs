@@ -28,19 +28,17 @@ use std::io::Write as _;
 use std::ops::Range;
 use std::time::Duration;
 
-use axum::http::uri::PathAndQuery;
 use axum::response::IntoResponse;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::chunked;
-use super::path::{self, Kind};
-use super::{idempotent, invalid_response, parse_port, pool};
+use super::admission::{self, Admitted, Head};
+use super::{chunked, idempotent, invalid_response, pool};
 use crate::app::AppState;
 use crate::error::AppError;
-use crate::headers::{Cookies, cookies_without};
+use crate::headers::{Cookies, HeaderSource, cookies_without};
 
 /// Request heads longer than this go to hyper (which has its own limit).
 const MAX_REQUEST_HEAD: usize = 16 * 1024;
@@ -74,12 +72,19 @@ impl Lane {
 
     /// Serves requests on `client` until one does not qualify (handed back, with what was read)
     /// or the connection ends (`None`). Between requests, `draining` ends the connection.
-    /// `local`: our port the connection came in on (a proxy-domain host naming it is ours).
-    pub async fn serve<S>(&self, mut client: S, local: Option<u16>, draining: &CancellationToken) -> Option<Handover<S>>
+    /// `local`: our port the connection came in on (a proxy-domain host naming it is ours);
+    /// `id`: the connection's number (see [`crate::server::ConnInfo::id`]).
+    pub async fn serve<S>(
+        &self,
+        mut client: S,
+        local: Option<u16>,
+        id: u64,
+        draining: &CancellationToken,
+    ) -> Option<Handover<S>>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let mut conn = Conn { buf: Vec::with_capacity(4096), out: Vec::with_capacity(4096) };
+        let mut conn = Conn { buf: Vec::with_capacity(4096), out: Vec::with_capacity(4096), id };
         loop {
             match self.next(&mut client, &mut conn, local, draining).await {
                 // (`next` retries itself.)
@@ -103,12 +108,12 @@ impl Lane {
             Read::Handover => return Next::Handover,
             Read::Closed => return Next::Close,
         };
-        let Some(plan) = self.admit(&conn.buf, &req, local).await else {
+        let Some(plan) = self.admit(&conn.buf, &req, local, conn.id).await else {
             return Next::Handover;
         };
         self.state.heart.record_activity();
         let proxy = &self.state.proxy;
-        let Some(mut upstream) = proxy.pool.take(plan.port) else {
+        let Some(mut upstream) = proxy.pool.take(plan.port, plan.owner) else {
             return match connect(plan.port, proxy.timeout).await {
                 Some(s) => self.exchange(client, conn, &req, &plan, s, false).await,
                 // Nothing sent, nothing consumed: hyper tries again and says what went wrong.
@@ -129,50 +134,15 @@ impl Lane {
         }
     }
 
-    /// Whether `req` takes the lane, and where it goes.
-    async fn admit(&self, buf: &[u8], req: &Request, local: Option<u16>) -> Option<Plan> {
-        let state = &self.state;
-        if state.config.disable_proxy || !req.plain {
+    /// Whether `req` takes the lane, and where it goes: what [`admission`] admits, if nothing
+    /// about the request needs hyper.
+    async fn admit(&self, buf: &[u8], req: &Request, local: Option<u16>, conn: u64) -> Option<Admitted> {
+        if !req.plain {
             return None;
         }
-        let target = req.target(buf);
-        let (path, query) = match target.split_once('?') {
-            Some((p, q)) => (p, Some(q)),
-            None => (target, None),
-        };
-        // A proxy-domain host names the port whatever the path, as on hyper's path.
-        let domain_port = if state.proxy.domains.is_empty() {
-            None
-        } else {
-            let mut headers = axum::http::HeaderMap::new();
-            for h in req.headers.iter().filter(|h| h.hop == Hop::Host) {
-                let name = axum::http::HeaderName::from_bytes(&buf[h.name.clone()]).ok()?;
-                headers.append(name, axum::http::HeaderValue::from_bytes(h.value(buf)).ok()?);
-            }
-            // A bad port is hyper's to answer.
-            Some(super::domain::port_of(state, &headers, local).map(|p| p.ok()))
-        };
-        let kind = match domain_port {
-            Some(Some(_)) => None,
-            _ => Some(path::kind(path)?),
-        };
-        // hyper refuses targets `http` does not accept as a URI; let it.
-        PathAndQuery::try_from(target).ok()?;
-        let preflight = req.method(buf) == "OPTIONS" && state.config.skip_auth_preflight;
-        if !preflight {
-            let cookies = req.headers.iter().filter(|h| h.hop == Hop::Cookie).filter_map(|h| h.value_str(buf));
-            if !state.auth.is_authenticated_by(cookies).await.ok()? {
-                return None;
-            }
-        }
-        let Some(kind) = kind else {
-            let port = domain_port.flatten().flatten()?;
-            return Some(Plan { port, upstream_target: target.to_string(), rewrite_location: false });
-        };
-        let (port, rest) = path::split(kind, path);
-        let port = parse_port(port).ok()?;
-        let upstream_target = path::upstream_target(kind, path, rest, query, &state.proxy.abs_base);
-        Some(Plan { port, upstream_target, rewrite_location: kind == Kind::Strip })
+        let head = Raw { buf, req };
+        let route = admission::route(&self.state, &head, local)?;
+        admission::admit(&self.state, &head, route, conn).await.ok()
     }
 
     /// Sends the request on `upstream` and relays the response. `reused`: the connection came
@@ -182,7 +152,7 @@ impl Lane {
         client: &mut S,
         conn: &mut Conn,
         req: &Request,
-        plan: &Plan,
+        plan: &Admitted,
         mut upstream: TcpStream,
         reused: bool,
     ) -> Next
@@ -201,11 +171,14 @@ impl Lane {
         if upstream.write_all(&conn.out).await.is_err() {
             return if retry { Next::Retry } else { self.fail(client, conn, req, invalid_response(plan.port)).await };
         }
-        // The rest of the body, as the client sends it.
+        // The rest of the body, as the client sends it. An upstream that answers before it has
+        // all of it may read the rest as another request: its connection is not reused.
         let mut remaining = req.content_length - in_buf as u64;
+        let mut answered_early = false;
         let mut relay = Vec::new();
         let mut chunk = RELAY_CHUNK;
         while remaining > 0 {
+            answered_early = answered_early || pool::readable(&upstream);
             relay.clear();
             let want = usize::try_from(remaining).unwrap_or(usize::MAX).min(chunk);
             relay.reserve(want);
@@ -264,8 +237,8 @@ impl Lane {
         let reusable = relay_body(client, &mut upstream, conn, ubuf, body_start, framing).await;
         match reusable {
             Relayed::Done { upstream_clean } => {
-                if upstream_clean && !head.close {
-                    self.state.proxy.pool.put(plan.port, upstream);
+                if upstream_clean && !head.close && !answered_early {
+                    self.state.proxy.pool.put(plan.port, plan.owner, upstream);
                 }
                 if close_client { Next::Close } else { Next::Continue }
             }
@@ -314,6 +287,8 @@ struct Conn {
     buf: Vec<u8>,
     /// The head being written (to the upstream, then to the client).
     out: Vec<u8>,
+    /// The connection's number.
+    id: u64,
 }
 
 enum Next {
@@ -322,13 +297,6 @@ enum Next {
     Handover,
     /// The pooled connection was stale: try a fresh one.
     Retry,
-}
-
-/// Where an admitted request goes.
-struct Plan {
-    port: u16,
-    upstream_target: String,
-    rewrite_location: bool,
 }
 
 /// What a header is to the lane.
@@ -386,8 +354,42 @@ impl Header {
     fn value<'b>(&self, buf: &'b [u8]) -> &'b [u8] {
         &buf[self.value.clone()]
     }
-    fn value_str<'b>(&self, buf: &'b [u8]) -> Option<&'b str> {
-        std::str::from_utf8(self.value(buf)).ok()
+}
+
+/// A request head as [`admission`] reads it, straight from the buffer.
+struct Raw<'a> {
+    buf: &'a [u8],
+    req: &'a Request,
+}
+
+impl HeaderSource for Raw<'_> {
+    fn header_values<'a>(&'a self, name: &'static str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        // The headers admission reads are told apart once, when the head is parsed.
+        let hop = match name {
+            "cookie" => Some(Hop::Cookie),
+            "accept" => Some(Hop::Accept),
+            _ => None,
+        };
+        self.req
+            .headers
+            .iter()
+            .filter(move |h| match hop {
+                Some(hop) => h.hop == hop,
+                None => self.buf[h.name.clone()].eq_ignore_ascii_case(name.as_bytes()),
+            })
+            .map(|h| h.value(self.buf))
+    }
+}
+
+impl Head for Raw<'_> {
+    fn method(&self) -> &str {
+        self.req.method(self.buf)
+    }
+    fn target(&self) -> &str {
+        self.req.target(self.buf)
+    }
+    fn authority(&self) -> Option<&str> {
+        None
     }
 }
 
@@ -525,10 +527,10 @@ fn parse_request(buf: &[u8]) -> Parsed {
 }
 
 /// The request as the upstream gets it (see the module docs).
-fn write_request_head(out: &mut Vec<u8>, buf: &[u8], req: &Request, plan: &Plan, cookie_name: &str) {
+fn write_request_head(out: &mut Vec<u8>, buf: &[u8], req: &Request, plan: &Admitted, cookie_name: &str) {
     out.extend_from_slice(&buf[req.method.clone()]);
     out.push(b' ');
-    out.extend_from_slice(plan.upstream_target.as_bytes());
+    out.extend_from_slice(plan.target.as_str().as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let mut cookies_done = false;
     for h in &req.headers {
@@ -686,7 +688,14 @@ fn parse_response(ubuf: &[u8]) -> Result<Option<Response>, HeadError> {
 }
 
 /// The response as the client gets it (see the module docs).
-fn write_response_head(out: &mut Vec<u8>, ubuf: &[u8], head: &Response, plan: &Plan, framing: Framing, close: bool) {
+fn write_response_head(
+    out: &mut Vec<u8>,
+    ubuf: &[u8],
+    head: &Response,
+    plan: &Admitted,
+    framing: Framing,
+    close: bool,
+) {
     out.extend_from_slice(b"HTTP/1.1 ");
     // Into the buffer, not through a String: this runs for every response.
     let _ = write!(out, "{}", head.status);
@@ -827,6 +836,11 @@ async fn connect(port: u16, timeout: Duration) -> Option<TcpStream> {
 mod tests {
     use super::*;
 
+    fn plan(port: u16, target: &str) -> Admitted {
+        let owner = pool::Owner::Connection(1);
+        Admitted { port, target: target.parse().unwrap(), rewrite_location: true, owner }
+    }
+
     fn parsed(head: &str) -> Request {
         match parse_request(head.as_bytes()) {
             Parsed::Complete(r) => r,
@@ -860,7 +874,7 @@ mod tests {
                     Connection: keep-alive\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Authorization: x\r\n\
                     Cookie: a=1; code-server-session=tok; b=2\r\nContent-Length: 2\r\n\r\nhi";
         let req = parsed(head);
-        let plan = Plan { port: 9, upstream_target: "/a%2F/b?x=1".into(), rewrite_location: true };
+        let plan = plan(9, "/a%2F/b?x=1");
         let mut out = Vec::new();
         write_request_head(&mut out, head.as_bytes(), &req, &plan, "code-server-session");
         assert_eq!(
@@ -881,7 +895,7 @@ mod tests {
         let head = parse_response(raw.as_bytes()).unwrap().unwrap();
         assert_eq!(head.framing(false), Some(Framing::Chunked));
         assert_eq!(head.framing(true), Some(Framing::None));
-        let plan = Plan { port: 3000, upstream_target: "/".into(), rewrite_location: true };
+        let plan = plan(3000, "/");
         let mut out = Vec::new();
         write_response_head(&mut out, raw.as_bytes(), &head, &plan, Framing::Chunked, false);
         assert_eq!(

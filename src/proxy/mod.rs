@@ -3,12 +3,14 @@
 //! pool of HTTP/1.1 connections ([`pool`]).
 //!
 //! [`Front`] recognises proxied requests ahead of the router. Every route then takes the same two
-//! steps: [`admit`] (the proxy switch, the WebSocket Origin check, the session) and [`forward`],
-//! which rewrites only what a gateway must (the target URI, hop-by-hop headers, our session
-//! cookie, `Location` for `/proxy`) and streams bodies both ways without buffering. A WebSocket is
-//! forwarded as an upgrade and, once the upstream has answered 101, its bytes are spliced both
-//! ways without re-framing.
+//! steps: [`admission::admit`] (the proxy switch, the WebSocket Origin check, the session, the
+//! port and target), shared with the express lane, and [`forward`], which rewrites only what a
+//! gateway must (the target URI, hop-by-hop headers, our session cookie, `Location` for
+//! `/proxy`) and streams bodies both ways without buffering. A WebSocket is forwarded as an
+//! upgrade and, once the upstream has answered 101, its bytes are spliced both ways without
+//! re-framing.
 
+pub mod admission;
 mod chunked;
 mod domain;
 mod front;
@@ -18,15 +20,15 @@ mod pool;
 pub mod ws;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::Request;
-use axum::http::header::{self, HeaderMap, HeaderValue};
-use axum::http::uri::{PathAndQuery, Uri};
-use axum::http::{Method, StatusCode, Version};
+use axum::http::header::{self, HeaderValue};
+use axum::http::uri::Uri;
+use axum::http::{StatusCode, Version};
 use axum::response::Response;
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::TokioIo;
@@ -35,6 +37,8 @@ use tokio::time::Instant;
 use crate::app::AppState;
 use crate::cli::Config;
 use crate::error::AppError;
+use admission::Admitted;
+use pool::Owner;
 
 pub use front::Front;
 
@@ -67,7 +71,13 @@ impl Proxy {
     /// Sends `req` and waits for the response head. The wait ends in a 504 once the upstream has
     /// been silent for the proxy timeout: counted from the last request-body bytes it accepted,
     /// so a long upload is never cut off while it is moving.
-    async fn send(&self, req: hyper::Request<Body>, port: u16, upgrade: bool) -> Result<Response<Pooled>, AppError> {
+    async fn send(
+        &self,
+        req: hyper::Request<Body>,
+        port: u16,
+        owner: Owner,
+        upgrade: bool,
+    ) -> Result<Response<Pooled>, AppError> {
         let (parts, body) = req.into_parts();
         let started = Instant::now();
         let progress = (!body.is_end_stream()).then(|| Arc::new(Progress::new()));
@@ -75,7 +85,7 @@ impl Proxy {
             Some(p) => Body::new(Tracked { inner: body, progress: p.clone(), started }),
             None => body,
         };
-        let response = self.exchange(hyper::Request::from_parts(parts, body), port, upgrade);
+        let response = self.exchange(hyper::Request::from_parts(parts, body), port, owner, upgrade, progress.clone());
         tokio::pin!(response);
         let mut quiet_since = started;
         let result = loop {
@@ -100,8 +110,15 @@ impl Proxy {
     /// upstream has just closed fails the request before any answer: it is sent again on a new
     /// connection when it was not written at all, or when it has no body and an idempotent
     /// method (as browsers and the express lane do).
-    async fn exchange(&self, req: hyper::Request<Body>, port: u16, upgrade: bool) -> Result<Response<Pooled>, Failed> {
-        let (mut stream, mut reused) = match self.pool.take(port) {
+    async fn exchange(
+        &self,
+        req: hyper::Request<Body>,
+        port: u16,
+        owner: Owner,
+        upgrade: bool,
+        progress: Option<Arc<Progress>>,
+    ) -> Result<Response<Pooled>, Failed> {
+        let (mut stream, mut reused) = match self.pool.take(port, owner) {
             Some(stream) => (stream, true),
             None => (pool::connect(port).await.map_err(Failed::Connect)?, false),
         };
@@ -138,7 +155,11 @@ impl Proxy {
                     let framed = res.headers().contains_key(header::CONTENT_LENGTH)
                         || res.headers().contains_key(header::TRANSFER_ENCODING)
                         || res.body().is_end_stream();
+                    // An upstream that answers before it has our whole request body may read the
+                    // rest as another request: its answer must never reach anyone.
+                    let body_sent = progress.as_ref().is_none_or(|p| p.finished());
                     let keep = !upgrade
+                        && body_sent
                         && res.version() == Version::HTTP_11
                         && res.status() != StatusCode::SWITCHING_PROTOCOLS
                         && framed
@@ -146,7 +167,7 @@ impl Proxy {
                     if !keep {
                         conn.forget_pool();
                     }
-                    let back = keep.then(|| self.pool.clone());
+                    let back = keep.then(|| (self.pool.clone(), owner));
                     return Ok(res.map(|inner| Pooled::new(inner, conn, port, back)));
                 }
                 Err(mut e) => {
@@ -229,18 +250,18 @@ impl Conn {
 }
 
 /// An upstream response body that drives its connection as it is read, and puts the connection
-/// back in the pool when it has been read to its end, before the client can see that end (so
-/// the client's next request finds it there). `back` is only given when the response kept the
-/// connection alive with a framed body.
+/// back in the pool (for the same owner) when it has been read to its end, before the client
+/// can see that end (so the client's next request finds it there). `back` is only given when
+/// the response kept the connection alive with a framed body, after the whole request body.
 pub struct Pooled {
     inner: Incoming,
     conn: Conn,
     port: u16,
-    back: Option<Arc<pool::IdlePool>>,
+    back: Option<(Arc<pool::IdlePool>, Owner)>,
 }
 
 impl Pooled {
-    fn new(inner: Incoming, conn: Conn, port: u16, back: Option<Arc<pool::IdlePool>>) -> Pooled {
+    fn new(inner: Incoming, conn: Conn, port: u16, back: Option<(Arc<pool::IdlePool>, Owner)>) -> Pooled {
         let mut body = Pooled { inner, conn, port, back };
         // HEAD, 204, 304 or an empty body: nothing will be read, and hyper has usually finished
         // already (one more poll tells).
@@ -250,34 +271,19 @@ impl Pooled {
         body
     }
 
-    /// The body has ended: a finished connection goes back to the pool (unless hyper read more
-    /// than the response); one still finishing (its request body still going out) does so on
-    /// its own.
+    /// The body has ended: a finished connection goes back to the pool, unless hyper read more
+    /// than the response. One still running (hyper has not finished the exchange) is not
+    /// reused.
     fn release(&mut self, cx: &mut Context<'_>) {
-        let Some(pool) = self.back.take() else { return };
+        let Some((pool, owner)) = self.back.take() else { return };
         let port = self.port;
         self.conn.poll(cx, port);
-        match std::mem::replace(&mut self.conn, Conn::Gone) {
-            Conn::Finished(conn) => put_back(conn.into_parts(), &pool, port),
-            Conn::Running(conn) => {
-                tokio::spawn(async move {
-                    if let Ok(parts) = conn.without_shutdown().await {
-                        put_back(parts, &pool, port);
-                    }
-                });
+        if let Conn::Finished(conn) = std::mem::replace(&mut self.conn, Conn::Gone) {
+            let parts = conn.into_parts();
+            if parts.read_buf.is_empty() {
+                pool.put(port, owner, parts.io.into_inner());
             }
-            Conn::Gone => {}
         }
-    }
-}
-
-fn put_back(
-    parts: hyper::client::conn::http1::Parts<TokioIo<tokio::net::TcpStream>>,
-    pool: &Arc<pool::IdlePool>,
-    port: u16,
-) {
-    if parts.read_buf.is_empty() {
-        pool.put(port, parts.io.into_inner());
     }
 }
 
@@ -317,41 +323,6 @@ enum Failed {
     Exchange(hyper::Error),
 }
 
-/// Where a request goes once admitted.
-pub struct Target {
-    pub port: u16,
-    /// The origin-form path and query sent upstream, exactly as it should arrive.
-    pub path_and_query: PathAndQuery,
-    /// `/proxy` only: a `Location` starting with `/` gets `/proxy/<port>` in front.
-    pub rewrite_location: bool,
-}
-
-/// Whether a request may be proxied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admission {
-    Allowed,
-    /// The caller decides: a redirect to login, our own page, or 401.
-    Unauthenticated,
-}
-
-/// The checks every proxied request passes, in code-server's order: `--disable-proxy` (403);
-/// for a WebSocket, the Origin check (403); then the session, which `--skip-auth-preflight`
-/// waives for `OPTIONS`. The session check is an in-memory lookup: nothing slow runs here.
-pub async fn admit(state: &AppState, method: &Method, headers: &HeaderMap) -> Result<Admission, AppError> {
-    if state.config.disable_proxy {
-        return Err(AppError::forbidden());
-    }
-    if ws::is_websocket(method, headers) {
-        if let Err(e) = crate::origin::check_origin(headers, &state.config.trusted_origins) {
-            tracing::debug!("refused a proxied WebSocket: {e}");
-            return Err(AppError::forbidden());
-        }
-    } else if method == Method::OPTIONS && state.config.skip_auth_preflight {
-        return Ok(Admission::Allowed);
-    }
-    if state.auth.is_authenticated(headers).await? { Ok(Admission::Allowed) } else { Ok(Admission::Unauthenticated) }
-}
-
 /// `1`–`65535`, digits only; anything else is code-server's `400 Invalid port`.
 pub fn parse_port(segment: &str) -> Result<u16, AppError> {
     let invalid = || AppError::new(StatusCode::BAD_REQUEST, "Invalid port");
@@ -363,10 +334,10 @@ pub fn parse_port(segment: &str) -> Result<u16, AppError> {
 
 /// Sends an admitted request to `127.0.0.1:<port>` and streams the answer back. A WebSocket
 /// upgrade that the upstream accepts is spliced in the background once both sides switch.
-pub async fn forward(state: &AppState, mut req: Request, target: Target) -> Result<Response, AppError> {
-    let client_upgrade = ws::is_websocket(req.method(), req.headers()).then(|| hyper::upgrade::on(&mut req));
+pub async fn forward(state: &AppState, mut req: Request, target: Admitted) -> Result<Response, AppError> {
+    let client_upgrade = ws::is_websocket(req.method().as_str(), req.headers()).then(|| hyper::upgrade::on(&mut req));
     let upstream_req = upstream_request(req, &target, &state.auth.cookie_name, client_upgrade.is_some());
-    let mut res = state.proxy.send(upstream_req, target.port, client_upgrade.is_some()).await?;
+    let mut res = state.proxy.send(upstream_req, target.port, target.owner, client_upgrade.is_some()).await?;
     if let Some(client_upgrade) = client_upgrade
         && res.status() == StatusCode::SWITCHING_PROTOCOLS
     {
@@ -378,7 +349,7 @@ pub async fn forward(state: &AppState, mut req: Request, target: Target) -> Resu
 
 /// The request as the upstream should see it: same method, headers (Host included) and body;
 /// our URI; no hop-by-hop headers; no session cookie of ours.
-fn upstream_request(req: Request, target: &Target, cookie_name: &str, upgrade: bool) -> hyper::Request<Body> {
+fn upstream_request(req: Request, target: &Admitted, cookie_name: &str, upgrade: bool) -> hyper::Request<Body> {
     let (mut parts, body) = req.into_parts();
     let headers = &mut parts.headers;
     // HTTP/2 carries the host in the URI; HTTP/1.1 needs it as a header. A request with
@@ -413,7 +384,7 @@ fn upstream_request(req: Request, target: &Target, cookie_name: &str, upgrade: b
     crate::headers::remove_cookie(headers, cookie_name);
 
     // Origin form: the request line carries the path only (the connection says where to).
-    parts.uri = Uri::from(target.path_and_query.clone());
+    parts.uri = Uri::from(target.target.clone());
     // The upstream connection is HTTP/1.1 whatever the client spoke.
     parts.version = Version::HTTP_11;
     hyper::Request::from_parts(parts, body)
@@ -421,7 +392,7 @@ fn upstream_request(req: Request, target: &Target, cookie_name: &str, upgrade: b
 
 /// The upstream's answer for the client: hop-by-hop headers dropped, `Location` rewritten for
 /// `/proxy`, the body streamed as it arrives.
-fn downstream_response(res: Response<Pooled>, target: &Target) -> Response {
+fn downstream_response(res: Response<Pooled>, target: &Admitted) -> Response {
     let (mut parts, body) = res.into_parts();
     crate::headers::strip_hop_by_hop(&mut parts.headers);
     if target.rewrite_location
@@ -462,16 +433,24 @@ fn invalid_response(port: u16) -> AppError {
     AppError::new(StatusCode::BAD_GATEWAY, format!("The server on port {port} did not send a valid response"))
 }
 
-/// When a request body last moved, in ms since the request started.
-struct Progress(AtomicU64);
+/// When a request body last moved, in ms since the request started, and whether it has all
+/// been handed to the upstream connection.
+struct Progress {
+    last_ms: AtomicU64,
+    finished: AtomicBool,
+}
 
 impl Progress {
     fn new() -> Progress {
-        Progress(AtomicU64::new(0))
+        Progress { last_ms: AtomicU64::new(0), finished: AtomicBool::new(false) }
     }
 
     fn last(&self, started: Instant) -> Instant {
-        started + Duration::from_millis(self.0.load(Ordering::Relaxed))
+        started + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+
+    fn finished(&self) -> bool {
+        self.finished.load(Ordering::Relaxed)
     }
 }
 
@@ -491,9 +470,16 @@ impl HttpBody for Tracked {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(_))) = &polled {
-            let ms = self.started.elapsed().as_millis() as u64;
-            self.progress.0.store(ms, Ordering::Relaxed);
+        match &polled {
+            Poll::Ready(Some(Ok(_))) => {
+                let ms = self.started.elapsed().as_millis() as u64;
+                self.progress.last_ms.store(ms, Ordering::Relaxed);
+                if self.inner.is_end_stream() {
+                    self.progress.finished.store(true, Ordering::Relaxed);
+                }
+            }
+            Poll::Ready(None) => self.progress.finished.store(true, Ordering::Relaxed),
+            _ => {}
         }
         polled
     }
@@ -510,6 +496,7 @@ impl HttpBody for Tracked {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderMap;
 
     fn cookie_after(values: &[&str], name: &str) -> Option<String> {
         let mut h = HeaderMap::new();

@@ -5,16 +5,6 @@
 //! The rest of the path and the query are forwarded byte for byte: unlike code-server, runs of
 //! `/` are not collapsed.
 
-use axum::extract::Request;
-use axum::http::Method;
-use axum::http::uri::PathAndQuery;
-use axum::response::{IntoResponse, Response};
-
-use super::{Admission, Target, admit, forward, parse_port};
-use crate::app::AppState;
-use crate::error::AppError;
-use crate::relative::{Query, found, location};
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     /// `/proxy`: the upstream sees the path after the port.
@@ -38,30 +28,6 @@ pub fn kind(path: &str) -> Option<Kind> {
     [Kind::Strip, Kind::Keep]
         .into_iter()
         .find(|k| path.strip_prefix(k.prefix()).is_some_and(|after| !after.is_empty() && !after.starts_with('/')))
-}
-
-/// Admits and forwards one request under `/proxy` or `/absproxy`. The raw path is used, so
-/// nothing in it (`//`, percent-escapes) is normalised away.
-pub async fn handle(state: &AppState, req: Request, kind: Kind) -> Result<Response, AppError> {
-    let path = req.uri().path();
-    let (port, rest) = split(kind, path);
-
-    if admit(state, req.method(), req.headers()).await? == Admission::Unauthenticated {
-        // The proxy's root sends people to log in and back; anything deeper is an API call or
-        // an asset, which gets a plain 401.
-        let root = rest.is_none_or(str::is_empty);
-        if root && matches!(*req.method(), Method::GET | Method::HEAD) {
-            let query = Query::parse(req.uri().query());
-            return Ok(found(&location(path, &query, "login", &[("to", Some(path))])).into_response());
-        }
-        return Err(AppError::unauthorized());
-    }
-
-    let port = parse_port(port)?;
-    let upstream_path = upstream_target(kind, path, rest, req.uri().query(), &state.proxy.abs_base);
-    let path_and_query = PathAndQuery::try_from(upstream_path)
-        .map_err(|_| AppError::new(axum::http::StatusCode::BAD_REQUEST, "Bad Request"))?;
-    forward(state, req, Target { port, path_and_query, rewrite_location: kind == Kind::Strip }).await
 }
 
 /// The port segment of a path [`kind`] recognised, and what follows its `/` if there is one:

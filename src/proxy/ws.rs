@@ -3,17 +3,15 @@
 //! both ways as they are. Frames, subprotocols and extensions are the two ends' business, and
 //! an idle socket stays open for as long as both ends keep it.
 
-use axum::http::{HeaderMap, Method, header};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
 /// A WebSocket opening handshake (`GET` with `Upgrade: websocket`) over HTTP/1.1.
-pub fn is_websocket(method: &Method, headers: &HeaderMap) -> bool {
-    method == Method::GET
+pub fn is_websocket(method: &str, headers: &impl crate::headers::HeaderSource) -> bool {
+    method == "GET"
         && headers
-            .get_all(header::UPGRADE)
-            .iter()
-            .any(|v| v.to_str().is_ok_and(|s| s.split(',').any(|p| p.trim().eq_ignore_ascii_case("websocket"))))
+            .header_values("upgrade")
+            .any(|v| v.split(|&b| b == b',').any(|p| p.trim_ascii().eq_ignore_ascii_case(b"websocket")))
 }
 
 /// Waits for both sides to switch protocols, then copies bytes until both directions end. The

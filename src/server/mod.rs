@@ -38,6 +38,9 @@ use slot::SlotIo;
 /// extension, not several: each insert into a request's extensions is an allocation).
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
+    /// The connection's number, unique for the life of the process (the port proxy keeps
+    /// upstream connections of requests without a session per client connection).
+    pub id: u64,
     /// The TCP peer; `None` on a Unix socket.
     pub peer: Option<SocketAddr>,
     /// Our end of a TCP connection (the port proxy uses it to refuse proxying to itself).
@@ -175,12 +178,17 @@ struct Shared<A> {
     draining: CancellationToken,
 }
 
+/// Numbers the connections.
+static NEXT_CONNECTION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 async fn handle<S, A: App>(mut stream: S, peer: Option<SocketAddr>, local: Option<SocketAddr>, shared: Arc<Shared<A>>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let id = NEXT_CONNECTION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let conn = Conn { id, peer, local };
     let Some(acceptor) = &shared.acceptor else {
-        lane_then_app(stream, peer, local, false, &shared).await;
+        lane_then_app(stream, conn, false, &shared).await;
         return;
     };
     // TLS and plain HTTP share the port: a TLS ClientHello starts with 0x16.
@@ -195,10 +203,8 @@ where
         return;
     }
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-        Ok(Ok(tls)) if tls.get_ref().1.alpn_protocol() == Some(b"h2") => {
-            serve_app(tls, peer, local, true, &shared).await
-        }
-        Ok(Ok(tls)) => lane_then_app(tls, peer, local, true, &shared).await,
+        Ok(Ok(tls)) if tls.get_ref().1.alpn_protocol() == Some(b"h2") => serve_app(tls, conn, true, &shared).await,
+        Ok(Ok(tls)) => lane_then_app(tls, conn, true, &shared).await,
         Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
         Err(_) => tracing::debug!("TLS handshake timed out"),
     }
@@ -206,22 +212,25 @@ where
 
 /// An HTTP/1.1 connection (or one that may turn out to be HTTP/2 with prior knowledge): the
 /// express lane first, then the app with whatever the lane has read.
-async fn lane_then_app<S, A: App>(
-    stream: S,
-    peer: Option<SocketAddr>,
-    local: Option<SocketAddr>,
-    tls: bool,
-    shared: &Shared<A>,
-) where
+async fn lane_then_app<S, A: App>(stream: S, conn: Conn, tls: bool, shared: &Shared<A>)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let Some(lane) = &shared.lane else {
-        serve_app(stream, peer, local, tls, shared).await;
+        serve_app(stream, conn, tls, shared).await;
         return;
     };
-    if let Some((stream, read)) = lane.serve(stream, local.map(|a| a.port()), &shared.draining).await {
-        serve_app(Rewind::new(read, stream), peer, local, tls, shared).await;
+    if let Some((stream, read)) = lane.serve(stream, conn.local.map(|a| a.port()), conn.id, &shared.draining).await {
+        serve_app(Rewind::new(read, stream), conn, tls, shared).await;
     }
+}
+
+/// Who is at the other end of a connection.
+#[derive(Clone, Copy)]
+struct Conn {
+    id: u64,
+    peer: Option<SocketAddr>,
+    local: Option<SocketAddr>,
 }
 
 fn builder() -> auto::Builder<TokioExecutor> {
@@ -231,20 +240,15 @@ fn builder() -> auto::Builder<TokioExecutor> {
     b
 }
 
-async fn serve_app<S, A: App>(
-    stream: S,
-    peer: Option<SocketAddr>,
-    local: Option<SocketAddr>,
-    tls: bool,
-    shared: &Shared<A>,
-) where
+async fn serve_app<S, A: App>(stream: S, conn: Conn, tls: bool, shared: &Shared<A>)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     // The socket outlives hyper's view of it when the connection is upgraded; the slot lets
     // middleware keep things (a heart guard) for exactly as long as the socket lives.
     let slot = ConnectionSlot::default();
     let io = SlotIo::new(stream, slot.clone());
-    let info = ConnInfo { peer, local, tls, slot };
+    let info = ConnInfo { id: conn.id, peer: conn.peer, local: conn.local, tls, slot };
     let activity = idle::Activity::new();
     let counter = activity.clone();
     let app = shared.app.clone();

@@ -246,8 +246,9 @@ fn is_root(path: &str) -> bool {
 
 /// Everything under `/` and `/vscode` that is not ours: authenticate, then forward.
 async fn workbench(State(state): State<AppState>, req: Request) -> Result<Response, AppError> {
-    if crate::proxy::ws::is_websocket(req.method(), req.headers()) {
-        if let Err(e) = crate::origin::check_origin(req.headers(), &state.config.trusted_origins) {
+    if crate::proxy::ws::is_websocket(req.method().as_str(), req.headers()) {
+        let authority = req.uri().authority().map(|a| a.as_str());
+        if let Err(e) = crate::origin::check_origin(req.headers(), authority, &state.config.trusted_origins) {
             tracing::debug!("WebSocket refused: {e}");
             return Err(AppError::forbidden());
         }
