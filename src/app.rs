@@ -5,14 +5,14 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
-use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 
-use crate::auth::Auth;
+use crate::auth::device::DeviceKeys;
 use crate::auth::limiter::LoginLimiter;
 use crate::auth::password::{PasswordChecker, PasswordMethod};
 use crate::auth::session::{FileStore, SessionStore, Sessions};
+use crate::auth::{Auth, Mode};
 use crate::cli::{AuthMode, CliError, Config};
 use crate::clock::{Clock, SystemClock};
 use crate::heart::Heart;
@@ -53,23 +53,36 @@ impl AppState {
         if let Some(path) = &config.i18n {
             strings.load_custom(path)?;
         }
-        let checker = match (&config.auth, &config.password) {
-            (AuthMode::Password, Some(p)) => {
-                Some(PasswordChecker::new(PasswordMethod::from_config(p).map_err(|e| CliError::new(e.to_string()))?))
-            }
-            _ => None,
+        let mode = match (&config.auth, &config.password) {
+            (AuthMode::Password, Some(p)) => Mode::Password(PasswordChecker::new(
+                PasswordMethod::from_config(p).map_err(|e| CliError::new(e.to_string()))?,
+            )),
+            _ => Mode::None,
         };
-        let method = checker.as_ref().map(|c| Arc::new(c.method().clone()));
+        let method = match &mode {
+            Mode::Password(c) => Some(Arc::new(c.method().clone())),
+            Mode::None => None,
+        };
         let fingerprint = Arc::new(move |key: &str| match &method {
             Some(m) => m.fingerprint(key.as_bytes()),
             None => String::new(),
         });
+        let device_key = config.user_data_dir.join("code-server-device-key");
+        let devices = DeviceKeys::open(&device_key).map_err(|e| {
+            CliError::new(format!(
+                "cannot keep the device key in {}: {}",
+                device_key.display(),
+                crate::errno::describe(&e)
+            ))
+        })?;
         let auth = Auth {
-            mode: config.auth,
-            checker,
+            mode,
             sessions: Sessions::new(store, config.session_timeout, fingerprint),
             limiter: LoginLimiter::default(),
             cookie_name: Auth::cookie_name_for(config.cookie_suffix.as_deref()),
+            device_cookie_name: Auth::device_cookie_name_for(config.cookie_suffix.as_deref()),
+            devices,
+            cookie_domains: Auth::cookie_domains_of(&config.proxy_domains),
             secure_cookies: config.tls.is_some(),
             trusted_proxies: config.trusted_proxies.clone(),
         };
@@ -128,9 +141,6 @@ pub fn router(state: AppState) -> crate::proxy::Front {
 /// Headers every page of ours carries (not added to proxied or forwarded responses).
 async fn security_headers(req: Request, next: Next) -> Response {
     let mut res = next.run(req).await;
-    let h = res.headers_mut();
-    h.entry(header::X_CONTENT_TYPE_OPTIONS).or_insert(HeaderValue::from_static("nosniff"));
-    h.entry(header::REFERRER_POLICY).or_insert(HeaderValue::from_static("same-origin"));
-    h.entry(header::X_FRAME_OPTIONS).or_insert(HeaderValue::from_static("SAMEORIGIN"));
+    crate::headers::add_own_headers(res.headers_mut());
     res
 }

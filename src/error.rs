@@ -58,6 +58,7 @@ impl std::fmt::Display for AppError {
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let mut res = (self.status, Json(serde_json::json!({ "error": self.message }))).into_response();
+        crate::headers::add_private_headers(res.headers_mut());
         if let Some(s) = self.retry_after {
             res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
@@ -106,6 +107,6 @@ pub fn as_page(state: &AppState, res: Response, path: &str, to: Option<&str>) ->
     for (name, value) in parts.headers.iter() {
         out.headers_mut().append(name.clone(), value.clone());
     }
-    out.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    crate::headers::add_private_headers(out.headers_mut());
     out
 }

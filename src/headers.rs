@@ -4,6 +4,21 @@
 
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+/// The headers every response of our own carries (pages, JSON, errors; never proxied or
+/// forwarded ones): no MIME sniffing, no referrer to other sites, no framing by other sites.
+/// Headers a handler set on purpose stay.
+pub fn add_own_headers(h: &mut HeaderMap) {
+    h.entry(header::X_CONTENT_TYPE_OPTIONS).or_insert(HeaderValue::from_static("nosniff"));
+    h.entry(header::REFERRER_POLICY).or_insert(HeaderValue::from_static("same-origin"));
+    h.entry(header::X_FRAME_OPTIONS).or_insert(HeaderValue::from_static("SAMEORIGIN"));
+}
+
+/// [`add_own_headers`], and not to be stored by any cache (a response that depends on who asks).
+pub fn add_private_headers(h: &mut HeaderMap) {
+    add_own_headers(h);
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+}
+
 /// Where a request's header values come from: hyper's `HeaderMap`, or the express lane's raw
 /// head. Whatever reads headers to decide about a request (its host, its session, its Origin)
 /// reads them through this, so both paths decide alike.

@@ -20,6 +20,9 @@ const ENGLISH: &[(&str, &str)] = &[
     ("LOGIN_RATE_LIMIT", "Login rate limited!"),
     ("MISS_PASSWORD", "Missing password"),
     ("INCORRECT_PASSWORD", "Incorrect password"),
+    ("LOGOUT_QUESTION", "Sign out of {{app}}?"),
+    ("LOGOUT_EXPLANATION", "Another site sent you here. Sign out only if you meant to."),
+    ("LOGOUT_BUTTON", "SIGN OUT"),
 ];
 
 /// The strings of one run: English plus the operator's overrides.

@@ -17,6 +17,7 @@ pub mod net;
 pub mod origin;
 pub mod pages;
 pub mod paths;
+pub mod private_dir;
 pub mod proxy;
 pub mod relative;
 pub mod server;

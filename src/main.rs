@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use code_server::app::AppState;
 use code_server::cli::{self, AuthMode, Command, Config, Environment, PasswordSource, Tls};
 use code_server::server::{self, Listener};
-use code_server::{lifecycle, logging, session_socket, vscode};
+use code_server::{lifecycle, logging, private_dir, session_socket, vscode};
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args_os().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
@@ -131,7 +131,15 @@ async fn serve(config: Config) -> Result<(), String> {
         return session_socket::open_in(&window, &config).await;
     }
     tracing::info!("code-server {} {}", cli::help::VERSION, cli::help::commit());
-    create_private_dir(&config.user_data_dir)?;
+    // Where we keep code, sockets and secrets: ours alone, or we do not start.
+    let private = [
+        (&config.user_data_dir, "sessions, keys and the session registry's socket"),
+        (&config.paths.data, "certificates and the provisioned VS Code"),
+        (&config.paths.runtime, "VS Code's socket and the script node preloads"),
+    ];
+    for (dir, what) in private {
+        private_dir::ensure_logged(dir, what).map_err(|e| e.to_string())?;
+    }
     tracing::info!("Using user-data-dir {}", config.user_data_dir.display());
     tracing::debug!("Using extensions-dir {}", config.extensions_dir.display());
     tracing::info!("Using config file {}", config.config_file.display());
@@ -158,15 +166,6 @@ async fn serve(config: Config) -> Result<(), String> {
     // Both ways of stopping (a signal, the idle timeout) are a clean exit.
     lifecycle::run(state, listener, tls.map(|t| t.config), lifecycle::first_signal(signals)).await;
     Ok(())
-}
-
-fn create_private_dir(dir: &std::path::Path) -> Result<(), String> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| format!("cannot create {}: {e}", dir.display()))
 }
 
 /// The start-up lines of spec §1.2, which test harnesses wait for.

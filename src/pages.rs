@@ -34,6 +34,18 @@ struct ErrorTemplate<'a> {
     reload_after: Option<u32>,
 }
 
+#[derive(Template)]
+#[template(path = "logout.html")]
+struct LogoutTemplate<'a> {
+    lang: &'a str,
+    app_name: &'a str,
+    root: &'a str,
+    question: String,
+    explanation: String,
+    button: String,
+    confirm: &'a str,
+}
+
 /// Everything the pages need from the configuration, computed once.
 #[derive(Debug, Clone)]
 pub struct Pages {
@@ -97,6 +109,23 @@ impl Pages {
         }
         .render()
         .expect("the login template renders")
+    }
+
+    /// The page that asks before signing out, for a logout link followed from another site;
+    /// `confirm` is the (relative) URL that signs out.
+    pub fn logout_confirm(&self, path: &str, confirm: &str) -> String {
+        let s = &self.strings;
+        LogoutTemplate {
+            lang: &s.lang,
+            app_name: s.app_name(),
+            root: &relative_root(path),
+            question: s.get("LOGOUT_QUESTION"),
+            explanation: s.get("LOGOUT_EXPLANATION"),
+            button: s.get("LOGOUT_BUTTON"),
+            confirm,
+        }
+        .render()
+        .expect("the logout template renders")
     }
 
     /// The error page. "go home" leads to the relative root plus the request's `to` (if any);

@@ -144,22 +144,54 @@ pub fn socket_path(config: &Config) -> PathBuf {
 /// Serves the registry on `path` until `shutdown`. A socket file already there is replaced (a
 /// newer instance with the same user-data-dir takes over, as in code-server). Failure to listen
 /// is not fatal: a warning, and the server runs without the registry.
+///
+/// Whoever registers a window here decides where `code-server FILE` sends files, so only our
+/// own uid may: the socket is mode 0600 from the moment it exists (whatever the umask), and a
+/// connection from any other uid (root aside) is dropped unanswered.
 pub async fn serve(path: PathBuf, shutdown: impl std::future::Future<Output = ()> + Send + 'static) {
-    let _ = std::fs::remove_file(&path);
-    let listener = match UnixListener::bind(&path) {
+    let listener = match crate::server::listen::bind_unix_with_mode(&path, 0o600) {
         Ok(l) => l,
         Err(e) => {
-            tracing::warn!("Could not create socket at {} ({e})", path.display());
+            tracing::warn!("Could not create socket at {} ({})", path.display(), crate::errno::describe(&e));
             return;
         }
     };
     tracing::info!("Session server listening on {}", path.display());
     let app = router(Registry::default());
-    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    let served = axum::serve(OwnerOnly(listener), app).with_graceful_shutdown(shutdown).await;
     if let Err(e) = served {
         tracing::warn!("Session server stopped: {e}");
     }
     let _ = std::fs::remove_file(&path);
+}
+
+/// The registry's listener: connections from other users are dropped.
+struct OwnerOnly(UnixListener);
+
+impl axum::serve::Listener for OwnerOnly {
+    type Io = UnixStream;
+    type Addr = tokio::net::unix::SocketAddr;
+
+    async fn accept(&mut self) -> (UnixStream, Self::Addr) {
+        let us = crate::private_dir::current_uid();
+        loop {
+            match self.0.accept().await {
+                Ok((stream, addr)) => match stream.peer_cred() {
+                    Ok(cred) if cred.uid() == us || cred.uid() == 0 => return (stream, addr),
+                    Ok(cred) => tracing::warn!("Session server: refused a connection from uid {}", cred.uid()),
+                    Err(e) => tracing::warn!("Session server: cannot tell who connected ({e}); refused"),
+                },
+                Err(e) => {
+                    tracing::debug!("Session server: accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.0.local_addr()
+    }
 }
 
 /// One HTTP request over a Unix socket; returns status and body.

@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use axum::extract::{RawQuery, State};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
@@ -196,9 +197,11 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// `GET /update/check[?force=true]` (authenticated).
-async fn check(State(state): State<AppState>, _: Authenticated, RawQuery(query): RawQuery) -> Json<UpdateStatus> {
+async fn check(State(state): State<AppState>, _: Authenticated, RawQuery(query): RawQuery) -> Response {
     let force = Query::parse(query.as_deref()).get("force") == Some("true");
-    Json(state.update.check(force).await)
+    let mut res = Json(state.update.check(force).await).into_response();
+    crate::headers::add_private_headers(res.headers_mut());
+    res
 }
 
 #[cfg(test)]

@@ -176,12 +176,17 @@ async fn cookie_attributes() {
     assert!(attrs[0].starts_with("code-server-session="));
     assert_eq!(&attrs[1..], &["Path=/", "HttpOnly", "SameSite=Lax"], "{set}");
 
-    // Behind a proxy at https://ex.com/ide/: Path and Domain follow the public URL.
-    let r =
-        c.post_form("/login?to=/x", "password=correct-horse&base=.&href=https%3A%2F%2Fex.com%2Fide%2Flogin", &[]).await;
+    // Behind a proxy at https://ex.com/ide/ that forwards the host: Path and Domain follow the
+    // public URL.
+    let href = "password=correct-horse&base=.&href=https%3A%2F%2Fex.com%2Fide%2Flogin";
+    let r = c.post_form("/login?to=/x", href, &[("x-forwarded-host", "ex.com")]).await;
     let set = &r.set_cookies()[0];
     assert!(set.contains("; Domain=ex.com; Path=/ide; HttpOnly; SameSite=Lax"), "{set}");
     assert_eq!(r.header("location"), Some("./x"));
+    // The same href sent to another host (a login link from elsewhere) scopes nothing.
+    let r = c.post_form("/login?to=/x", href, &[]).await;
+    let set = &r.set_cookies()[0];
+    assert_eq!(&set.split("; ").collect::<Vec<_>>()[1..], &["Path=/", "HttpOnly", "SameSite=Lax"], "{set}");
     drop(s);
 
     let (_home, s) = password_server(&["--cookie-suffix", "dev box"]);

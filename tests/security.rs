@@ -320,3 +320,382 @@ async fn the_lane_and_hyper_decide_alike() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(r.json()["uri"], "/h2?x=1", "{}", r.text());
 }
+
+fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+const NOBODY: u32 = 65534;
+
+/// Runs `script` with `sh -c` as the unprivileged `nobody`; returns (success, output).
+fn as_nobody(script: &str) -> (bool, String) {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .output()
+        .unwrap();
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+/// Without `$XDG_RUNTIME_DIR` the runtime directory is `$TMPDIR/$USER/code-server`: another
+/// local user who makes it first (with a preload script of their own in it) must not get it
+/// used. The server refuses to start and says which directory and why.
+#[tokio::test]
+async fn a_squatted_runtime_directory_is_refused() {
+    if !is_root() {
+        eprintln!("SKIPPED: acting as another local user needs root");
+        return;
+    }
+    // A world-writable sticky directory, as /tmp is.
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+    let squat = tmp.path().join("victim/code-server");
+    let (ok, out) = as_nobody(&format!(
+        "mkdir -p {0} && chmod 777 {0} {0}/.. && echo 'require(\"child_process\").execSync(\"touch /tmp/pwned\")' > {0}/preload.cjs",
+        squat.display()
+    ));
+    assert!(ok, "{out}");
+
+    let home = Home::new();
+    home.write_config(&format!("auth: password\npassword: {PASSWORD}\n"));
+    let mut cmd = home.command();
+    cmd.env_remove("XDG_RUNTIME_DIR")
+        .env("TMPDIR", tmp.path())
+        .env("USER", "victim")
+        .args(["--bind-addr", "127.0.0.1:0"]);
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "must not start:\n{stderr}");
+    assert!(stderr.contains("refusing to use") && stderr.contains("victim"), "{stderr}");
+    assert!(stderr.contains(&format!("uid {NOBODY}")), "names the owner: {stderr}");
+
+    // The same place, made by nobody else: used, and ours alone.
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+    let mut cmd = home.command();
+    cmd.env_remove("XDG_RUNTIME_DIR")
+        .env("TMPDIR", tmp.path())
+        .env("USER", "victim")
+        .args(["--bind-addr", "127.0.0.1:0"]);
+    let s = Server::start_command(&mut cmd);
+    let runtime = tmp.path().join("victim/code-server");
+    assert_eq!(mode(&runtime), 0o700);
+    assert_eq!(mode(runtime.parent().unwrap()), 0o700);
+    drop(s);
+}
+
+/// With umask 000 every directory and socket we make is still ours alone, and another local
+/// user can neither reach the session registry (which decides where `code-server FILE` opens
+/// files) nor, if its directory is opened up by mistake, talk to it.
+#[tokio::test]
+async fn directories_and_sockets_are_private_whatever_the_umask() {
+    let home = Home::new();
+    let mut cmd = home.command();
+    cmd.env("PASSWORD", PASSWORD).args(["--bind-addr", "127.0.0.1:0"]);
+    // SAFETY: umask is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::umask(0);
+            Ok(())
+        });
+    }
+    let s = Server::start_command(&mut cmd);
+    wait_until("the session server", || s.stdout_text().contains("Session server listening on"));
+    let data = home.data_dir();
+    let socket = data.join("code-server-ipc.sock");
+    assert_eq!(mode(&socket) & 0o777, 0o600, "the registry's socket");
+    assert_eq!(mode(&data), 0o700, "the user-data-dir");
+    assert_eq!(mode(&home.config_dir()), 0o700, "the config dir");
+    assert_eq!(mode(&home.path().join("run/code-server")), 0o700, "the runtime dir");
+    // VS Code's own socket, once it runs.
+    let cookie = s.client().login(PASSWORD).await;
+    let r = s.client().get_with("/", &[("cookie", &cookie)]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let vscode_sockets: Vec<_> = std::fs::read_dir(home.path().join("run/code-server"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".sock"))
+        .collect();
+    assert_eq!(vscode_sockets.len(), 1);
+    assert_eq!(mode(&vscode_sockets[0].path()) & 0o777, 0o600, "VS Code's socket");
+
+    if !is_root() {
+        eprintln!("SKIPPED (the rest): acting as another local user needs root");
+        return;
+    }
+    let register = format!(
+        r#"python3 -c 'import socket,sys
+s=socket.socket(socket.AF_UNIX)
+s.settimeout(5)
+s.connect(sys.argv[1])
+b=b"{{\"entry\":{{\"socketPath\":\"/tmp/evil.sock\"}}}}"
+s.sendall(b"POST /add-session HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(b) + b)
+print(s.recv(4096))' {}"#,
+        socket.display()
+    );
+    let (ok, out) = as_nobody(&register);
+    assert!(!ok && out.contains("Permission denied"), "nobody reached the registry: {out}");
+    // Opened up by hand: the registry itself still refuses another uid.
+    for dir in [home.path(), &home.path().join("data"), &data] {
+        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    std::fs::set_permissions(&socket, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let (_, out) = as_nobody(&register);
+    assert!(!out.contains("session added"), "nobody registered a window: {out}");
+    wait_until("the refusal in the log", || {
+        s.stderr_text().contains(&format!("refused a connection from uid {NOBODY}"))
+    });
+}
+
+fn argon2_hash(password: &str) -> String {
+    use argon2::PasswordHasher;
+    let salt = argon2::password_hash::SaltString::encode_b64(b"a fixed test salt").unwrap();
+    argon2::Argon2::default().hash_password(password.as_bytes(), &salt).unwrap().to_string()
+}
+
+fn login_answer(r: &Resp) -> &'static str {
+    let text = r.text();
+    if r.status == StatusCode::FOUND {
+        "signed in"
+    } else if text.contains("Login rate limited!") {
+        "limited"
+    } else if text.contains("Incorrect password") {
+        "incorrect"
+    } else {
+        panic!("unexpected login answer {}: {text}", r.status)
+    }
+}
+
+/// Many wrong passwords at the same moment from one address: the limiter counts each before
+/// verifying it, so no more than its 14 are ever checked, and the right password right after
+/// is refused like any other.
+#[tokio::test]
+async fn the_login_limiter_cannot_be_raced() {
+    let home = Home::new();
+    home.write_config(&format!("auth: password\nhashed-password: \"{}\"\n", argon2_hash(PASSWORD)));
+    let s = Server::start(&home, &["--bind-addr", "127.0.0.1:0"], &[]);
+    let c = s.client();
+    let attempts: Vec<_> = (0..200).map(|_| c.post_form("/login", "password=wrong", &[])).collect();
+    let answers: Vec<Resp> = futures_util::future::join_all(attempts).await;
+    let mut incorrect = answers.iter().filter(|r| login_answer(r) == "incorrect").count();
+    assert!((1..=14).contains(&incorrect), "{incorrect} wrong passwords were verified");
+    // On until the limit, one at a time: 14 in all.
+    while login_answer(&c.post_form("/login", "password=wrong", &[]).await) == "incorrect" {
+        incorrect += 1;
+    }
+    assert_eq!(incorrect, 14);
+    // A burst right after, the right password among the wrong ones: nothing gets through.
+    let burst: Vec<_> = (0..50)
+        .map(|i| c.post_form("/login", if i == 25 { "password=correct-horse" } else { "password=wrong" }, &[]))
+        .collect();
+    for r in futures_util::future::join_all(burst).await {
+        assert_eq!(login_answer(&r), "limited");
+    }
+    assert_eq!(s.stderr_text().matches("Failed login attempt").count(), 14);
+}
+
+/// Someone guessing from many addresses exhausts the process-wide ceiling, and then even the
+/// owner's right password is refused from a new browser; but a browser that has signed in
+/// before carries a device cookie, and passes. A forged device cookie does not.
+#[tokio::test]
+async fn guessing_from_many_addresses_does_not_lock_out_a_known_browser() {
+    let home = Home::new();
+    home.write_config(&format!("auth: password\npassword: {PASSWORD}\n"));
+    let s = Server::start(&home, &["--bind-addr", "127.0.0.1:0", "--trusted-proxies", "127.0.0.1"], &[]);
+    let c = s.client();
+    let owner = c.post_form("/login", &format!("password={PASSWORD}"), &[("x-forwarded-for", "192.0.2.1")]).await;
+    assert_eq!(login_answer(&owner), "signed in");
+    let device =
+        owner.set_cookies().into_iter().find(|c| c.starts_with("code-server-device=")).expect("a device cookie");
+    assert!(
+        device.contains("HttpOnly") && device.contains("SameSite=Strict") && device.contains("Max-Age="),
+        "{device}"
+    );
+    let device = device.split(';').next().unwrap().to_string();
+
+    for addr in 1..=8 {
+        for _ in 0..14 {
+            let xff = format!("10.0.0.{addr}");
+            c.post_form("/login", "password=guess", &[("x-forwarded-for", &xff)]).await;
+        }
+    }
+    let stranger = c.post_form("/login", &format!("password={PASSWORD}"), &[("x-forwarded-for", "198.51.100.7")]).await;
+    assert_eq!(login_answer(&stranger), "limited", "the ceiling still holds for unknown browsers");
+    let known = c
+        .post_form(
+            "/login",
+            &format!("password={PASSWORD}"),
+            &[("x-forwarded-for", "198.51.100.7"), ("cookie", &device)],
+        )
+        .await;
+    assert_eq!(login_answer(&known), "signed in", "the owner's browser is not locked out");
+    let (name, value) = device.split_once('=').unwrap();
+    let forged = format!("{name}={}0.{}", &value[..31], value.split_once('.').unwrap().1);
+    let r = c.post_form("/login", &format!("password={PASSWORD}"), &[("cookie", &forged)]).await;
+    assert_eq!(login_answer(&r), "limited", "a forged device cookie counts for nothing");
+}
+
+/// With `--trusted-proxies`, an `X-Forwarded-For` whose right-most entry (the proxy's) does not
+/// parse stops the walk there: the attacker-written entries to its left cannot give each
+/// attempt a new address.
+#[tokio::test]
+async fn an_unparseable_forwarded_entry_does_not_let_the_sender_choose_an_address() {
+    let home = Home::new();
+    home.write_config(&format!("auth: password\npassword: {PASSWORD}\n"));
+    let s = Server::start(&home, &["--bind-addr", "127.0.0.1:0", "--trusted-proxies", "127.0.0.1"], &[]);
+    let c = s.client();
+    let mut answers = Vec::new();
+    for i in 0..16 {
+        let xff = format!("10.9.9.{i}, unknown");
+        answers.push(login_answer(&c.post_form("/login", "password=guess", &[("x-forwarded-for", &xff)]).await));
+    }
+    assert_eq!(answers.iter().filter(|a| **a == "incorrect").count(), 14, "{answers:?}");
+    assert_eq!(answers[14], "limited");
+}
+
+/// `POST /login?href=…&base=…` cannot scope the session cookie to another domain, a parent
+/// domain, or inject attributes.
+#[tokio::test]
+async fn the_cookie_scope_does_not_come_from_the_query() {
+    let home = Home::new();
+    home.write_config(&format!("auth: password\npassword: {PASSWORD}\n"));
+    let s = Server::start(&home, &["--bind-addr", "127.0.0.1:0"], &[]);
+    let c = s.client();
+    let cases = [
+        ("127.0.0.1", "/login?href=https%3A%2F%2Fevil.org%2F&base=.", None),
+        ("code.example.com", "/login?href=https%3A%2F%2Fexample.com%2F&base=.", Some("code.example.com")),
+        (
+            "code.example.com",
+            "/login?href=https%3A%2F%2Fcode.example.com%2F&base=%2Fx%3B%20Domain%3Devil.org",
+            Some("code.example.com"),
+        ),
+        (
+            "code.example.com",
+            "/login?href=https%3A%2F%2Fcode.example.com%2Fa%2Cb%2Flogin&base=.",
+            Some("code.example.com"),
+        ),
+    ];
+    for (host, path, domain) in cases {
+        let r = c.post_form(path, &format!("password={PASSWORD}"), &[("host", host)]).await;
+        let set = r.set_cookies().into_iter().find(|c| c.starts_with("code-server-session=")).unwrap();
+        let attrs: Vec<&str> = set.split("; ").skip(1).collect();
+        let expected: Vec<String> = domain
+            .map(|d| format!("Domain={d}"))
+            .into_iter()
+            .chain(["Path=/".to_string(), "HttpOnly".into(), "SameSite=Lax".into()])
+            .collect();
+        assert_eq!(attrs, expected, "{host} {path}: {set}");
+    }
+}
+
+/// code-server's logout is a GET: from another site it only asks, from our own pages (or typed
+/// in) it signs out.
+#[tokio::test]
+async fn logout_from_another_site_only_asks() {
+    let home = Home::new();
+    home.write_config(&format!("auth: password\npassword: {PASSWORD}\n"));
+    let s = Server::start(&home, &["--bind-addr", "127.0.0.1:0"], &[]);
+    let c = s.client();
+    let cookie = c.login(PASSWORD).await;
+    for foreign in [
+        vec![("sec-fetch-site", "cross-site")],
+        vec![("sec-fetch-site", "same-site")],
+        vec![("origin", "https://evil.org")],
+        vec![("referer", "https://evil.org/page")],
+    ] {
+        let mut headers = foreign.clone();
+        headers.push(("cookie", &cookie));
+        let r = c.get_with("/logout?to=/x", &headers).await;
+        assert_eq!(r.status, StatusCode::OK, "{foreign:?}");
+        assert!(
+            r.text().contains("Sign out of code-server?") && r.text().contains(r#"href="./logout?to=/x""#),
+            "{}",
+            r.text()
+        );
+        assert_eq!(r.header("cache-control"), Some("no-store"));
+        assert!(r.set_cookies().is_empty());
+        assert!(c.authenticated(&cookie).await, "{foreign:?} signed the session out");
+    }
+    let authority = s.authority();
+    let referer = format!("http://{authority}/?folder=/x");
+    for ours in [vec![("sec-fetch-site", "same-origin")], vec![("referer", referer.as_str())]] {
+        let cookie = c.login(PASSWORD).await;
+        let mut headers = ours.clone();
+        headers.push(("cookie", &cookie));
+        let r = c.get_with("/logout?to=/x", &headers).await;
+        assert_eq!(r.status, StatusCode::FOUND, "{ours:?}");
+        assert!(!c.authenticated(&cookie).await, "{ours:?}");
+    }
+}
+
+/// Logins do not grow the session file without bound, and a short `--session-timeout` does not
+/// end a session that is in use.
+#[tokio::test]
+async fn sessions_are_capped_and_short_timeouts_slide() {
+    let home = Home::new();
+    home.write_config(&format!("auth: password\npassword: {PASSWORD}\n"));
+    let s = Server::start(&home, &["--bind-addr", "127.0.0.1:0", "--session-timeout", "4"], &[]);
+    let c = s.client();
+    let first = c.login(PASSWORD).await;
+    // In use every half second for eight seconds: twice the timeout.
+    for _ in 0..16 {
+        assert!(c.authenticated(&first).await, "a session in use expired");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let mut last = String::new();
+    for _ in 0..105 {
+        last = c.login(PASSWORD).await;
+    }
+    let file = home.data_dir().join("code-server-sessions.json");
+    let stored: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(stored["sessions"].as_object().unwrap().len(), 100);
+    assert!(!c.authenticated(&first).await, "the least recently used session went");
+    assert!(c.authenticated(&last).await);
+}
+
+/// Our responses that depend on who asks are never cached, and carry the headers our pages
+/// carry: the mint key, the update check, and error pages and JSON errors (ours and the proxy's).
+#[tokio::test]
+async fn our_private_responses_are_not_cached_nor_framed() {
+    let home = Home::new();
+    home.write_config(&format!("auth: password\npassword: {PASSWORD}\ndisable-update-check: true\n"));
+    let s = Server::start(
+        &home,
+        &[
+            "--bind-addr",
+            "127.0.0.1:0",
+            "--update-url",
+            &format!("http://127.0.0.1:{}/latest", upstream::closed_port().await),
+        ],
+        &[],
+    );
+    let c = s.client();
+    let cookie = c.login(PASSWORD).await;
+    let closed = upstream::closed_port().await;
+    let responses = [
+        ("mint key", c.send("POST", "/mint-key", &[("cookie", &cookie)], axum::body::Body::empty()).await),
+        ("update check", c.get_with("/update/check", &[("cookie", &cookie)]).await),
+        ("error page", c.get_with("/nothing/here", &[("accept", "text/html")]).await),
+        ("JSON error", c.get("/nothing/here").await),
+        (
+            "proxy error page",
+            c.get_with(&format!("/proxy/{closed}/"), &[("cookie", &cookie), ("accept", "text/html")]).await,
+        ),
+        ("proxy JSON error", c.get_with(&format!("/proxy/{closed}/"), &[("cookie", &cookie)]).await),
+    ];
+    for (what, r) in responses {
+        assert_eq!(r.header("cache-control"), Some("no-store"), "{what}: {:?}", r.headers);
+        assert_eq!(r.header("x-content-type-options"), Some("nosniff"), "{what}");
+        assert_eq!(r.header("x-frame-options"), Some("SAMEORIGIN"), "{what}");
+    }
+}

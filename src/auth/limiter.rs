@@ -1,4 +1,4 @@
-//! The login rate limiter (spec §3.6), strict and per client.
+//! The login rate limiter (spec §3.6), strict, per client, and not raceable.
 //!
 //! code-server keeps one process-wide pair of token buckets (2 a minute + 12 an hour), so one
 //! attacker locks the owner out, and its library leaks attempts after a burst. Ours:
@@ -6,20 +6,31 @@
 //!   so from a fresh start the 15th wrong password in a row is refused, even if right;
 //! * a process-wide pair as a ceiling ([`GLOBAL_PER_MINUTE`] + [`GLOBAL_PER_HOUR`]) so many
 //!   addresses cannot brute-force together;
-//! * every failed attempt consumes a token, successful logins never do.
+//! * a browser that has signed in before carries a *device cookie* (OWASP's "Slow down online
+//!   guessing attacks with device cookies"): a signed, per-browser token given at every
+//!   successful login. Its attempts are counted against that cookie's own pair instead of the
+//!   address and the ceiling, so an attacker who has exhausted the ceiling (or shares the
+//!   owner's address) cannot lock the owner out; a device cookie that keeps failing runs out
+//!   of tokens like an address does;
+//! * the token is taken *before* the password is checked and given back when it was right, so
+//!   concurrent attempts cannot all pass a check that is charged only afterwards, and correct
+//!   logins still cost nothing;
+//! * at most [`MAX_IN_FLIGHT`] attempts per client (address or device) are verified at once,
+//!   so one client cannot keep argon2 busy on every core.
 //!
-//! We do not use `governor` here: its `check` consumes, and code-server's semantics need a
-//! test ("may this attempt run?") separate from the charge ("it failed").
+//! We do not use `governor`: a refund for a correct password is not something it offers.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub const CLIENT_PER_MINUTE: f64 = 2.0;
 pub const CLIENT_PER_HOUR: f64 = 12.0;
 pub const GLOBAL_PER_MINUTE: f64 = 10.0;
 pub const GLOBAL_PER_HOUR: f64 = 100.0;
+/// Attempts of one client being verified at the same time.
+pub const MAX_IN_FLIGHT: usize = 2;
 
 /// Forget idle clients once this many are tracked.
 const PRUNE_ABOVE: usize = 4096;
@@ -51,13 +62,27 @@ impl Bucket {
             false
         }
     }
+
+    fn give_back(&mut self) {
+        self.tokens = (self.tokens + 1.0).min(self.capacity);
+    }
 }
 
-/// A minute bucket backed by an hour bucket, as in code-server.
+/// Which bucket of a [`Pair`] a token came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum From {
+    Minute,
+    Hour,
+}
+
+/// A minute bucket backed by an hour bucket, as in code-server: an attempt takes from the minute
+/// bucket, or when that is empty from the hour one.
 #[derive(Debug, Clone)]
 struct Pair {
     minute: Bucket,
     hour: Bucket,
+    /// Attempts holding a token of this pair and not finished.
+    in_flight: usize,
 }
 
 impl Pair {
@@ -65,6 +90,7 @@ impl Pair {
         Pair {
             minute: Bucket::new(per_minute, Duration::from_secs(60), now),
             hour: Bucket::new(per_hour, Duration::from_secs(3600), now),
+            in_flight: 0,
         }
     }
 
@@ -73,18 +99,25 @@ impl Pair {
         self.hour.refill(now);
     }
 
-    fn allows(&self) -> bool {
-        self.minute.tokens >= 1.0 || self.hour.tokens >= 1.0
-    }
-
-    fn charge(&mut self) {
-        if !self.minute.take() {
-            self.hour.take();
+    fn take(&mut self) -> Option<From> {
+        if self.minute.take() {
+            Some(From::Minute)
+        } else if self.hour.take() {
+            Some(From::Hour)
+        } else {
+            None
         }
     }
 
-    fn is_full(&self) -> bool {
-        self.minute.tokens >= self.minute.capacity && self.hour.tokens >= self.hour.capacity
+    fn give_back(&mut self, from: From) {
+        match from {
+            From::Minute => self.minute.give_back(),
+            From::Hour => self.hour.give_back(),
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.in_flight == 0 && self.minute.tokens >= self.minute.capacity && self.hour.tokens >= self.hour.capacity
     }
 }
 
@@ -95,6 +128,8 @@ pub enum ClientKey {
     V6Prefix([u8; 8]),
     /// Unix-socket clients have no address; they share one key.
     Local,
+    /// A browser with a valid device cookie, by the cookie's id.
+    Device([u8; 16]),
 }
 
 impl ClientKey {
@@ -110,8 +145,9 @@ impl ClientKey {
     }
 }
 
+#[derive(Default)]
 pub struct LoginLimiter {
-    state: Mutex<State>,
+    state: Arc<Mutex<State>>,
 }
 
 struct State {
@@ -119,56 +155,81 @@ struct State {
     clients: HashMap<ClientKey, Pair>,
 }
 
-impl Default for LoginLimiter {
+impl Default for State {
     fn default() -> Self {
-        LoginLimiter {
-            state: Mutex::new(State {
-                global: Pair::new(GLOBAL_PER_MINUTE, GLOBAL_PER_HOUR, Instant::now()),
-                clients: HashMap::new(),
-            }),
+        State { global: Pair::new(GLOBAL_PER_MINUTE, GLOBAL_PER_HOUR, Instant::now()), clients: HashMap::new() }
+    }
+}
+
+/// An attempt allowed to verify a password. It holds its tokens: dropped, they stay spent (a
+/// failed attempt); [`Attempt::refund`] gives them back.
+pub struct Attempt {
+    state: Arc<Mutex<State>>,
+    client: ClientKey,
+    from_client: From,
+    /// `None` for a device, which the ceiling does not count.
+    from_global: Option<From>,
+}
+
+impl Attempt {
+    /// The password was right (or no password was sent): the attempt costs nothing.
+    pub fn refund(self) {
+        let mut st = self.state.lock().unwrap();
+        if let Some(from) = self.from_global {
+            st.global.give_back(from);
+        }
+        if let Some(pair) = st.clients.get_mut(&self.client) {
+            pair.give_back(self.from_client);
+        }
+        // Drop finishes it.
+    }
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        let mut st = self.state.lock().unwrap();
+        if let Some(pair) = st.clients.get_mut(&self.client) {
+            pair.in_flight = pair.in_flight.saturating_sub(1);
         }
     }
 }
 
 impl LoginLimiter {
-    /// May this client try a password now?
-    pub fn allows(&self, client: ClientKey) -> bool {
-        self.allows_at(client, Instant::now())
+    /// Takes the tokens for one attempt by `client` (a device key for a browser with a valid
+    /// device cookie, which skips the ceiling), or says it is limited.
+    pub fn begin(&self, client: ClientKey) -> Option<Attempt> {
+        self.begin_at(client, Instant::now())
     }
 
-    /// Charges a failed attempt to the client and to the global ceiling.
-    pub fn record_failure(&self, client: ClientKey) {
-        self.record_failure_at(client, Instant::now())
-    }
-
-    fn allows_at(&self, client: ClientKey, now: Instant) -> bool {
+    fn begin_at(&self, client: ClientKey, now: Instant) -> Option<Attempt> {
         let mut st = self.state.lock().unwrap();
-        st.global.refill(now);
-        if !st.global.allows() {
-            return false;
-        }
-        match st.clients.get_mut(&client) {
-            Some(pair) => {
-                pair.refill(now);
-                pair.allows()
-            }
-            None => true,
-        }
-    }
-
-    fn record_failure_at(&self, client: ClientKey, now: Instant) {
-        let mut st = self.state.lock().unwrap();
-        st.global.refill(now);
-        st.global.charge();
+        let device = matches!(client, ClientKey::Device(_));
         if st.clients.len() >= PRUNE_ABOVE && !st.clients.contains_key(&client) {
             st.clients.retain(|_, p| {
                 p.refill(now);
-                !p.is_full()
+                !p.is_idle()
             });
         }
-        let pair = st.clients.entry(client).or_insert_with(|| Pair::new(CLIENT_PER_MINUTE, CLIENT_PER_HOUR, now));
+        let State { global, clients } = &mut *st;
+        let pair = clients.entry(client).or_insert_with(|| Pair::new(CLIENT_PER_MINUTE, CLIENT_PER_HOUR, now));
         pair.refill(now);
-        pair.charge();
+        if pair.in_flight >= MAX_IN_FLIGHT {
+            return None;
+        }
+        let from_global = if device {
+            None
+        } else {
+            global.refill(now);
+            // Checked before the client's pair is charged, so a refusal costs the client nothing.
+            if global.minute.tokens < 1.0 && global.hour.tokens < 1.0 {
+                return None;
+            }
+            Some(())
+        };
+        let from_client = pair.take()?;
+        pair.in_flight += 1;
+        let from_global = from_global.map(|()| global.take().expect("checked above"));
+        Some(Attempt { state: self.state.clone(), client, from_client, from_global })
     }
 }
 
@@ -179,17 +240,50 @@ mod tests {
     const A: ClientKey = ClientKey::V4([10, 0, 0, 1]);
     const B: ClientKey = ClientKey::V4([10, 0, 0, 2]);
 
+    fn fail(l: &LoginLimiter, c: ClientKey, now: Instant) -> bool {
+        l.begin_at(c, now).is_some()
+    }
+
     #[test]
     fn fifteenth_failure_in_a_row_is_refused() {
         let l = LoginLimiter::default();
         let now = Instant::now();
         for i in 1..=14 {
-            assert!(l.allows_at(A, now), "attempt {i}");
-            l.record_failure_at(A, now);
+            assert!(fail(&l, A, now), "attempt {i}");
         }
-        assert!(!l.allows_at(A, now), "attempt 15");
+        assert!(!fail(&l, A, now), "attempt 15");
         // Another client is not locked out by A.
-        assert!(l.allows_at(B, now));
+        assert!(fail(&l, B, now));
+    }
+
+    #[test]
+    fn correct_passwords_cost_nothing() {
+        let l = LoginLimiter::default();
+        let now = Instant::now();
+        for _ in 0..100 {
+            l.begin_at(A, now).unwrap().refund();
+        }
+        for i in 1..=14 {
+            assert!(fail(&l, A, now), "attempt {i}");
+        }
+    }
+
+    #[test]
+    fn concurrent_attempts_take_their_tokens_up_front() {
+        let l = LoginLimiter::default();
+        let now = Instant::now();
+        // Two at once are allowed; a third waits its turn (refused) however many tokens remain.
+        let one = l.begin_at(A, now).unwrap();
+        let two = l.begin_at(A, now).unwrap();
+        assert!(l.begin_at(A, now).is_none(), "at most two in flight");
+        drop((one, two));
+        // 12 tokens are left: exactly 12 more.
+        let mut more = 0;
+        while let Some(attempt) = l.begin_at(A, now) {
+            drop(attempt);
+            more += 1;
+        }
+        assert_eq!(more, 12);
     }
 
     #[test]
@@ -197,27 +291,32 @@ mod tests {
         let l = LoginLimiter::default();
         let t0 = Instant::now();
         for _ in 0..14 {
-            l.record_failure_at(A, t0);
+            fail(&l, A, t0);
         }
         // 30 s later one minute-token is back: exactly one more attempt, then refused again
         // (code-server's limiter would let every attempt through until the window rolls over).
         let t1 = t0 + Duration::from_secs(31);
-        assert!(l.allows_at(A, t1));
-        l.record_failure_at(A, t1);
-        assert!(!l.allows_at(A, t1));
+        assert!(fail(&l, A, t1));
+        assert!(!fail(&l, A, t1));
     }
 
     #[test]
-    fn global_ceiling_stops_many_addresses() {
+    fn global_ceiling_stops_many_addresses_but_not_a_known_device() {
         let l = LoginLimiter::default();
         let now = Instant::now();
         let total = (GLOBAL_PER_MINUTE + GLOBAL_PER_HOUR) as u32;
         for i in 0..total {
             let c = ClientKey::V4([10, 1, (i / 256) as u8, (i % 256) as u8]);
-            assert!(l.allows_at(c, now), "attempt {i}");
-            l.record_failure_at(c, now);
+            assert!(fail(&l, c, now), "attempt {i}");
         }
-        assert!(!l.allows_at(ClientKey::V4([192, 168, 0, 1]), now));
+        assert!(!fail(&l, ClientKey::V4([192, 168, 0, 1]), now));
+        // The owner's browser is not locked out; its own failures still count.
+        let device = ClientKey::Device([7; 16]);
+        l.begin_at(device, now).unwrap().refund();
+        for i in 1..=14 {
+            assert!(fail(&l, device, now), "device attempt {i}");
+        }
+        assert!(!fail(&l, device, now), "a failing device cookie runs out too");
     }
 
     #[test]

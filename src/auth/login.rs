@@ -8,12 +8,13 @@ use axum::{Extension, Form, Json, Router};
 use serde::Deserialize;
 
 use crate::app::AppState;
-use crate::cli::AuthMode;
 use crate::error::AppError;
+use crate::origin::request_host;
 use crate::pages::LoginError;
 use crate::relative::{Query, found, location};
 use crate::server::ConnInfo;
 
+use super::Mode;
 use super::limiter::ClientKey;
 
 pub fn routes() -> Router<AppState> {
@@ -41,7 +42,7 @@ async fn login(
     let query = Query::parse(req.uri().query());
     let auth = &state.auth;
 
-    if auth.mode == AuthMode::None {
+    if matches!(auth.mode, Mode::None) {
         return Ok(found(&location(&path, &query, "/", &[])));
     }
     if auth.is_authenticated(req.headers()).await? {
@@ -59,23 +60,30 @@ async fn login(
     }
 
     let headers = req.headers().clone();
+    let authority = req.uri().authority().map(|a| a.to_string());
     let peer = conn.and_then(|Extension(c)| c.peer.map(|p| p.ip()));
     let client = auth.client_ip(peer, &headers);
     let form = read_form(req).await?;
 
-    // Checked before the password, as in code-server: a limited client is refused even with the
-    // right password.
-    let key = ClientKey::from_ip(client);
-    if !auth.limiter.allows(key) {
+    // Taken before the password is checked, as code-server checks first: a limited client is
+    // refused even with the right password, and concurrent attempts cannot overtake the count.
+    // A browser that signed in before is counted by its device cookie instead.
+    let device = auth.device_in(&headers);
+    let key = device.map_or_else(|| ClientKey::from_ip(client), ClientKey::Device);
+    let Some(attempt) = auth.limiter.begin(key) else {
         return Ok(login_page(&state, &path, Some(LoginError::RateLimited)));
-    }
+    };
     let password = form.password.as_deref().unwrap_or("");
     if password.trim().is_empty() {
+        attempt.refund();
         return Ok(login_page(&state, &path, Some(LoginError::MissingPassword)));
     }
-    let checker = auth.checker.as_ref().expect("password mode has a checker");
+    let Mode::Password(checker) = &auth.mode else {
+        unreachable!("handled above");
+    };
     if !checker.verify(password).await {
-        auth.limiter.record_failure(key);
+        // The attempt's tokens stay spent.
+        drop(attempt);
         tracing::warn!(
             xForwardedFor = header_str(&headers, "x-forwarded-for"),
             remoteAddress = peer.map(|p| p.to_string()).unwrap_or_default(),
@@ -85,19 +93,27 @@ async fn login(
         );
         return Ok(login_page(&state, &path, Some(LoginError::IncorrectPassword)));
     }
+    attempt.refund();
 
     let session = auth.sessions.create().await?;
     let base = query.get("base").or(form.base.as_deref());
     let href = query.get("href").or(form.href.as_deref());
-    let scope = CookieScope::from_request(base, href, &headers);
-    let cookie = scope.set_cookie(&auth.cookie_name, &session.token, auth.secure_cookies);
+    let host = request_host(&headers, authority.as_deref());
+    let scope = CookieScope::for_request(host.as_deref(), base, href, &auth.cookie_domains);
     let to = query.get("to").filter(|t| !t.is_empty()).unwrap_or("/").to_string();
     let mut res = found(&location(&path, &query, &to, &[("to", None)]));
-    res.headers_mut().append(header::SET_COOKIE, cookie);
+    res.headers_mut()
+        .append(header::SET_COOKIE, scope.set_cookie(&auth.cookie_name, &session.token, auth.secure_cookies));
+    res.headers_mut().append(
+        header::SET_COOKIE,
+        scope.device_cookie(&auth.device_cookie_name, &auth.devices.issue(), auth.secure_cookies),
+    );
     Ok(res)
 }
 
-/// `GET /logout`: revokes the session, clears the cookie, and goes to `to` (default `/`).
+/// `GET /logout`: revokes the session, clears the cookie, and goes to `to` (default `/`). A
+/// link followed from another site only gets a page asking to confirm (code-server's logout is
+/// a GET, so any page could otherwise sign a visitor out).
 async fn logout(
     State(state): State<AppState>,
     method: Method,
@@ -107,21 +123,60 @@ async fn logout(
     let path = uri.path();
     let query = Query::parse(uri.query());
     let auth = &state.auth;
-    if auth.mode == AuthMode::None {
+    if matches!(auth.mode, Mode::None) {
         return Ok(found(&location(path, &query, "/", &[])));
     }
     if method != Method::GET && method != Method::HEAD {
         // code-server lets other methods fall through to VS Code, which needs a session.
         return Err(AppError::unauthorized());
     }
+    let authority = uri.authority().map(|a| a.as_str());
+    if !same_origin(&headers, authority) {
+        let confirm = match uri.query() {
+            Some(q) => format!("{}/logout?{q}", crate::relative::relative_root(path)),
+            None => format!("{}/logout", crate::relative::relative_root(path)),
+        };
+        let mut res = Html(state.pages.logout_confirm(path, &confirm)).into_response();
+        res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        return Ok(res);
+    }
     for token in auth.session_tokens(&headers) {
         auth.sessions.revoke(token).await?;
     }
-    let scope = CookieScope::from_request(query.get("base"), query.get("href"), &headers);
+    let host = request_host(&headers, authority);
+    let scope = CookieScope::for_request(host.as_deref(), query.get("base"), query.get("href"), &auth.cookie_domains);
     let to = query.get("to").filter(|t| !t.is_empty()).unwrap_or("/").to_string();
     let mut res = found(&location(path, &query, &to, &[("to", None), ("base", None), ("href", None)]));
     res.headers_mut().append(header::SET_COOKIE, scope.clear_cookie(&auth.cookie_name, auth.secure_cookies));
     Ok(res)
+}
+
+/// Whether a request comes from our own pages (or was typed in): `Sec-Fetch-Site` says so in
+/// every current browser; without it, an `Origin` or `Referer` naming another host says no.
+fn same_origin(headers: &HeaderMap, authority: Option<&str>) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site") {
+        return matches!(site.as_bytes(), b"same-origin" | b"none");
+    }
+    if headers.contains_key(header::ORIGIN) {
+        return crate::origin::check_origin(headers, authority, &[]).is_ok();
+    }
+    match headers.get(header::REFERER).and_then(|r| r.to_str().ok()) {
+        Some(referer) => {
+            let mut as_origin = HeaderMap::new();
+            for name in [header::HOST, header::FORWARDED, axum::http::HeaderName::from_static("x-forwarded-host")] {
+                if let Some(v) = headers.get(&name) {
+                    as_origin.insert(name, v.clone());
+                }
+            }
+            let Some(origin) = url::Url::parse(referer).ok().map(|u| u.origin().ascii_serialization()) else {
+                return false;
+            };
+            let Ok(origin) = HeaderValue::from_str(&origin) else { return false };
+            as_origin.insert(header::ORIGIN, origin);
+            crate::origin::check_origin(&as_origin, authority, &[]).is_ok()
+        }
+        None => true,
+    }
 }
 
 fn login_page(state: &AppState, path: &str, error: Option<LoginError>) -> Response {
@@ -153,9 +208,16 @@ async fn read_form(req: Request) -> Result<LoginForm, AppError> {
     }
 }
 
-/// The cookie's Path and Domain (code-server's `getCookieOptions`): the page's public URL is
-/// `base` resolved against `href`; Path is its path without trailing slashes, Domain its host
-/// unless that is an IP address, `localhost`-like, or has no dot.
+/// The cookie's Path and Domain. code-server (`getCookieOptions`) takes both from `base`
+/// resolved against `href`, which come from the request, so a login link could scope the
+/// session cookie to any domain, or inject attributes. Ours:
+/// * `Domain` comes only from the host the request was sent to: that host when it is a name
+///   with a dot (not an IP address, not `localhost`-like), widened to the highest configured
+///   proxy domain it falls under (so `{{port}}.<domain>` hosts share the login);
+/// * `Path` is code-server's (the path of `base` resolved against `href`, trailing slashes
+///   removed, which is how a path prefix added by a reverse proxy is learnt), but only when
+///   `href` names the host the request was sent to and the path is made of plain URL
+///   characters; otherwise `/`. No `;`, `,` or space can reach `Set-Cookie`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CookieScope {
     pub path: String,
@@ -163,34 +225,28 @@ pub struct CookieScope {
 }
 
 impl CookieScope {
-    pub fn from_request(base: Option<&str>, href: Option<&str>, headers: &HeaderMap) -> CookieScope {
-        let fallback_href;
-        let href = match href.filter(|h| !h.is_empty()) {
-            Some(h) => h,
-            None => {
-                let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
-                fallback_href = format!("http://{host}");
-                &fallback_href
-            }
-        };
-        let base = base.filter(|b| !b.is_empty()).unwrap_or("/");
-        let Some(url) = url::Url::parse(href).ok().and_then(|u| u.join(base).ok()) else {
-            return CookieScope { path: "/".into(), domain: None };
-        };
-        let trimmed = url.path().trim_end_matches('/');
-        // Anything that could break out of the attribute falls back to the whole site.
-        let path = if trimmed.is_empty() || trimmed.contains([';', ',', ' ']) { "/" } else { trimmed };
-        let domain = match url.host() {
-            Some(url::Host::Domain(d))
-                if d.contains('.')
-                    && !d.ends_with(".localhost")
-                    && !d.chars().all(|c| c.is_ascii_digit() || c == '.') =>
-            {
-                Some(d.to_string())
-            }
-            _ => None,
-        };
-        CookieScope { path: path.to_string(), domain }
+    /// `host`: the request's host (see [`crate::origin::request_host`]); `cookie_domains`: the
+    /// fixed parts of the configured proxy domains (`example.com` for `{{port}}.example.com`).
+    pub fn for_request(
+        host: Option<&str>,
+        base: Option<&str>,
+        href: Option<&str>,
+        cookie_domains: &[String],
+    ) -> CookieScope {
+        let name = host.map(|h| crate::origin::split_host_port(h).0);
+        let domain = name.as_deref().filter(|n| is_cookie_domain(n)).map(|n| {
+            let under = |d: &&String| n == d.as_str() || n.ends_with(&format!(".{d}"));
+            cookie_domains.iter().filter(under).min_by_key(|d| d.len()).cloned().unwrap_or_else(|| n.to_string())
+        });
+        let path = href
+            .filter(|h| !h.is_empty())
+            .and_then(|h| url::Url::parse(h).ok())
+            .filter(|u| u.host_str().map(str::to_ascii_lowercase) == name)
+            .and_then(|u| u.join(base.filter(|b| !b.is_empty()).unwrap_or("/")).ok())
+            .map(|u| u.path().trim_end_matches('/').to_string())
+            .filter(|p| !p.is_empty() && p.bytes().all(is_path_byte))
+            .unwrap_or_else(|| "/".to_string());
+        CookieScope { path, domain }
     }
 
     fn attributes(&self, secure: bool) -> String {
@@ -211,6 +267,32 @@ impl CookieScope {
         ))
         .expect("cookie is ASCII")
     }
+
+    /// The device cookie (see [`super::device`]): this host only, a year, sent only with
+    /// requests from our own pages.
+    pub fn device_cookie(&self, name: &str, value: &str, secure: bool) -> HeaderValue {
+        let secure = if secure { "; Secure" } else { "" };
+        HeaderValue::from_str(&format!(
+            "{name}={value}; Path={}; Max-Age={}; HttpOnly{secure}; SameSite=Strict",
+            self.path,
+            super::device::MAX_AGE_SECONDS
+        ))
+        .expect("cookie is ASCII")
+    }
+}
+
+/// A host name a cookie may name as its Domain: has a dot, is not an IP address, not
+/// `localhost`-like, and holds only name characters.
+fn is_cookie_domain(name: &str) -> bool {
+    name.contains('.')
+        && !name.ends_with(".localhost")
+        && !name.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+}
+
+/// RFC 3986 path characters, less `;` and `,` (attribute separators in `Set-Cookie`).
+fn is_path_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+=:@%/".contains(&b)
 }
 
 #[cfg(test)]
@@ -218,25 +300,39 @@ mod tests {
     use super::*;
 
     fn scope(base: Option<&str>, href: Option<&str>, host: Option<&str>) -> CookieScope {
-        let mut h = HeaderMap::new();
-        if let Some(host) = host {
-            h.insert(header::HOST, host.parse().unwrap());
-        }
-        CookieScope::from_request(base, href, &h)
+        CookieScope::for_request(host, base, href, &["example.com".to_string()])
     }
 
     #[test]
-    fn scope_follows_code_server() {
-        let s = scope(Some("."), Some("https://ex.com/ide/login"), None);
+    fn scope_follows_code_server_for_the_host_asked() {
+        let s = scope(Some("."), Some("https://ex.com/ide/login"), Some("ex.com"));
         assert_eq!(s, CookieScope { path: "/ide".into(), domain: Some("ex.com".into()) });
-        let s = scope(Some("."), Some("http://127.0.0.1:8080/login"), None);
+        let s = scope(Some("."), Some("http://127.0.0.1:8080/login"), Some("127.0.0.1:8080"));
         assert_eq!(s, CookieScope { path: "/".into(), domain: None });
         assert_eq!(scope(None, None, Some("localhost:8080")).domain, None);
         assert_eq!(scope(None, None, Some("dev.localhost")).domain, None);
         assert_eq!(scope(None, None, Some("[::1]:8080")).domain, None);
-        assert_eq!(scope(None, None, Some("code.example.com:8443")).domain, Some("code.example.com".into()));
-        assert_eq!(scope(Some("./.."), Some("http://a.b/x/y/login/"), None).path, "/x/y");
-        assert_eq!(scope(Some("/"), Some("not a url"), None).path, "/");
+        assert_eq!(scope(None, None, Some("code.other.org:8443")).domain, Some("code.other.org".into()));
+        assert_eq!(scope(Some("./.."), Some("http://a.b/x/y/login/"), Some("a.b")).path, "/x/y");
+        assert_eq!(scope(Some("/"), Some("not a url"), Some("a.b")).path, "/");
+    }
+
+    #[test]
+    fn scope_never_comes_from_a_foreign_href() {
+        // A login link naming another domain, or a parent domain: the host asked decides.
+        let s = scope(Some("."), Some("https://evil.org/x/login"), Some("code.other.org"));
+        assert_eq!(s, CookieScope { path: "/".into(), domain: Some("code.other.org".into()) });
+        let s = scope(Some("."), Some("https://other.org/login"), Some("code.other.org"));
+        assert_eq!(s.domain.as_deref(), Some("code.other.org"));
+        // Attribute separators never pass.
+        let s = scope(Some("./x;Domain=evil.org,y"), Some("https://a.b/login"), Some("a.b"));
+        assert_eq!(s.path, "/");
+        assert_eq!(scope(Some("."), Some("https://a.b/a%20b;c/login"), Some("a.b")).path, "/");
+        assert_eq!(scope(None, None, Some("a.b;Domain=evil.org")).domain, None);
+        // Proxy-domain hosts share the login with their base domain.
+        assert_eq!(scope(None, None, Some("3000.example.com")).domain.as_deref(), Some("example.com"));
+        assert_eq!(scope(None, None, Some("example.com")).domain.as_deref(), Some("example.com"));
+        assert_eq!(scope(None, None, Some("notexample.com")).domain.as_deref(), Some("notexample.com"));
     }
 
     #[test]

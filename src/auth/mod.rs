@@ -1,6 +1,7 @@
 //! Authentication: password checking, the session cookie, the session store, the login limiter,
 //! and the `/login` and `/logout` routes.
 
+pub mod device;
 pub mod limiter;
 pub mod login;
 pub mod password;
@@ -13,24 +14,36 @@ use axum::http::HeaderMap;
 use axum::http::request::Parts;
 
 use crate::app::AppState;
-use crate::cli::AuthMode;
 use crate::error::AppError;
 use crate::headers::{HeaderSource, cookie_pairs};
+use device::DeviceKeys;
 use limiter::LoginLimiter;
 use password::PasswordChecker;
 use session::Sessions;
 
 pub use login::routes;
 
+/// How requests are authenticated.
+pub enum Mode {
+    /// `--auth none`: everyone is let in.
+    None,
+    /// `--auth password`, with the configured password's checker.
+    Password(PasswordChecker),
+}
+
 /// Everything authentication needs at request time.
 pub struct Auth {
-    pub mode: AuthMode,
-    /// `Some` when `mode` is `Password`.
-    pub checker: Option<PasswordChecker>,
+    pub mode: Mode,
     pub sessions: Sessions,
     pub limiter: LoginLimiter,
     /// `code-server-session`, or `code-server-session-<suffix>`.
     pub cookie_name: String,
+    /// `code-server-device`, or `code-server-device-<suffix>` (see [`device`]).
+    pub device_cookie_name: String,
+    pub devices: DeviceKeys,
+    /// The fixed parts of the proxy domains (`example.com` for `{{port}}.example.com`): a login
+    /// on a host under one scopes the cookie to it (see [`login::CookieScope`]).
+    pub cookie_domains: Vec<String>,
     /// Add `Secure` to cookies (we serve TLS).
     pub secure_cookies: bool,
     pub trusted_proxies: Vec<IpAddr>,
@@ -42,6 +55,30 @@ impl Auth {
             Some(s) => format!("code-server-session-{s}"),
             None => "code-server-session".to_string(),
         }
+    }
+
+    pub fn device_cookie_name_for(suffix: Option<&str>) -> String {
+        match suffix {
+            Some(s) => format!("code-server-device-{s}"),
+            None => "code-server-device".to_string(),
+        }
+    }
+
+    /// The fixed domain of each proxy-domain pattern that ends in one (`{{port}}.example.com`
+    /// → `example.com`); patterns with `{{host}}` at the end have none.
+    pub fn cookie_domains_of(proxy_domains: &[String]) -> Vec<String> {
+        proxy_domains
+            .iter()
+            .filter_map(|d| d.rsplit_once("}}").map(|(_, rest)| rest.trim_start_matches('.').to_string()))
+            .filter(|d| d.contains('.') && !d.contains('{'))
+            .collect()
+    }
+
+    /// The id of the request's device cookie, when it carries one we issued.
+    pub fn device_in(&self, headers: &impl HeaderSource) -> Option<[u8; 16]> {
+        cookie_pairs(headers.header_values("cookie"))
+            .filter(|(n, _)| *n == self.device_cookie_name.as_bytes())
+            .find_map(|(_, v)| self.devices.verify(std::str::from_utf8(v).ok()?))
     }
 
     /// The values of every cookie named like our session cookie (a browser may send several,
@@ -68,7 +105,7 @@ impl Auth {
     /// Who the request is from: anyone when auth is off, else the holder of a live session;
     /// `None` when it carries none.
     pub async fn identify(&self, headers: &impl HeaderSource) -> Result<Option<Identity>, AppError> {
-        if self.mode == AuthMode::None {
+        if matches!(self.mode, Mode::None) {
             return Ok(Some(Identity { session: None }));
         }
         for token in self.tokens_in(headers.header_values("cookie")) {
@@ -80,21 +117,32 @@ impl Auth {
     }
 
     /// The client's address: the peer, or, when the peer is one of `--trusted-proxies`, the
-    /// right-most `X-Forwarded-For` entry that is not itself a trusted proxy.
+    /// right-most `X-Forwarded-For` entry that is not itself a trusted proxy. Entries are read
+    /// from the right, as each proxy appends its own; at one that does not parse, the chain can
+    /// no longer be trusted (everything left of it was written by whoever sent it), and the
+    /// last trusted proxy seen is the client.
     pub fn client_ip(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
         let peer = peer?.to_canonical();
         if !self.trusted_proxies.contains(&peer) {
             return Some(peer);
         }
-        let forwarded: Vec<IpAddr> = headers
+        let entries: Vec<&str> = headers
             .get_all("x-forwarded-for")
             .iter()
-            .filter_map(|v| v.to_str().ok())
+            .map(|v| v.to_str().unwrap_or(""))
             .flat_map(|v| v.split(','))
-            .filter_map(|s| s.trim().parse::<IpAddr>().ok())
-            .map(|ip| ip.to_canonical())
             .collect();
-        Some(forwarded.into_iter().rev().find(|ip| !self.trusted_proxies.contains(ip)).unwrap_or(peer))
+        let mut client = peer;
+        for entry in entries.into_iter().rev() {
+            let Ok(ip) = entry.trim().parse::<IpAddr>().map(|ip| ip.to_canonical()) else {
+                return Some(client);
+            };
+            client = ip;
+            if !self.trusted_proxies.contains(&ip) {
+                return Some(ip);
+            }
+        }
+        Some(client)
     }
 }
 

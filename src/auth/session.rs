@@ -54,6 +54,8 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn remove(&self, key: &str) -> Result<(), StoreError>;
     /// Drops every record for which `keep` is false; returns how many were dropped.
     async fn retain(&self, keep: Keep) -> Result<usize, StoreError>;
+    /// Every session's key and `last_seen`.
+    async fn ages(&self) -> Result<Vec<(SessionKey, u64)>, StoreError>;
     /// Persists lazily recorded changes. Called periodically and at shutdown.
     async fn flush(&self) -> Result<(), StoreError>;
 }
@@ -89,6 +91,9 @@ impl SessionStore for MemoryStore {
         map.retain(|k, r| keep(k, r));
         Ok(before - map.len())
     }
+    async fn ages(&self) -> Result<Vec<(SessionKey, u64)>, StoreError> {
+        Ok(self.map.lock().unwrap().iter().map(|(k, r)| (k.clone(), r.last_seen)).collect())
+    }
     async fn flush(&self) -> Result<(), StoreError> {
         Ok(())
     }
@@ -103,16 +108,24 @@ struct FileContents {
 /// Sessions held in memory and persisted to one JSON file (mode 0600) with atomic replaces.
 /// Creations and revocations are written before the call returns; `touch` only marks the
 /// store dirty, and [`SessionStore::flush`] writes it (periodically and at shutdown).
+///
+/// Writes are coalesced: each change gets a version number, and a caller waiting for the file
+/// to hold its change returns as soon as any write has covered it, so a burst of logins is a
+/// few writes, not one per login.
 pub struct FileStore {
     path: PathBuf,
     state: Mutex<FileState>,
-    /// Serialises writers so an older snapshot never lands after a newer one.
-    write_lock: tokio::sync::Mutex<()>,
+    /// Held while writing; holds the version the file has. Serialises writers, so an older
+    /// snapshot never lands after a newer one.
+    written: tokio::sync::Mutex<u64>,
+    /// Times the file was written (tests and observability).
+    writes: std::sync::atomic::AtomicU64,
 }
 
 struct FileState {
     sessions: HashMap<SessionKey, SessionRecord>,
-    dirty: bool,
+    /// The version of `sessions`: one more at every change.
+    version: u64,
 }
 
 impl FileStore {
@@ -142,68 +155,94 @@ impl FileStore {
         }
         Ok(FileStore {
             path: path.to_path_buf(),
-            state: Mutex::new(FileState { sessions, dirty: false }),
-            write_lock: tokio::sync::Mutex::new(()),
+            state: Mutex::new(FileState { sessions, version: 0 }),
+            written: tokio::sync::Mutex::new(0),
+            writes: Default::default(),
         })
     }
 
-    async fn persist(&self) -> Result<(), StoreError> {
-        let _guard = self.write_lock.lock().await;
-        let bytes = {
-            let mut st = self.state.lock().unwrap();
-            st.dirty = false;
-            serde_json::to_vec(&FileContents { version: 1, sessions: st.sessions.clone() })
-                .expect("session records serialise")
+    /// Applies `change` and returns its version.
+    fn change(&self, change: impl FnOnce(&mut HashMap<SessionKey, SessionRecord>) -> bool) -> Option<u64> {
+        let mut st = self.state.lock().unwrap();
+        if change(&mut st.sessions) {
+            st.version += 1;
+            Some(st.version)
+        } else {
+            None
+        }
+    }
+
+    /// Returns once the file holds version `version` or later.
+    async fn persist(&self, version: u64) -> Result<(), StoreError> {
+        let mut written = self.written.lock().await;
+        if *written >= version {
+            // Another caller's write covered ours while we waited.
+            return Ok(());
+        }
+        let (bytes, snapshot) = {
+            let st = self.state.lock().unwrap();
+            let bytes = serde_json::to_vec(&FileContents { version: 1, sessions: st.sessions.clone() })
+                .expect("session records serialise");
+            (bytes, st.version)
         };
         let path = self.path.clone();
         let result = tokio::task::spawn_blocking(move || crate::util::atomic_write(&path, &bytes, 0o600))
             .await
             .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-        result.map_err(|source| {
-            self.state.lock().unwrap().dirty = true;
-            StoreError::Io { path: self.path.clone(), source }
-        })
+        self.writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        result.map_err(|source| StoreError::Io { path: self.path.clone(), source })?;
+        *written = snapshot;
+        Ok(())
+    }
+
+    /// How many times the file has been written.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
 #[async_trait]
 impl SessionStore for FileStore {
     async fn insert(&self, key: SessionKey, record: SessionRecord) -> Result<(), StoreError> {
-        self.state.lock().unwrap().sessions.insert(key, record);
-        self.persist().await
+        let version = self.change(|s| {
+            s.insert(key, record);
+            true
+        });
+        self.persist(version.expect("an insert is a change")).await
     }
     async fn get(&self, key: &str) -> Result<Option<SessionRecord>, StoreError> {
         Ok(self.state.lock().unwrap().sessions.get(key).cloned())
     }
     async fn touch(&self, key: &str, now_ms: u64) -> Result<(), StoreError> {
-        let mut st = self.state.lock().unwrap();
-        if let Some(r) = st.sessions.get_mut(key) {
-            r.last_seen = now_ms;
-            st.dirty = true;
-        }
+        // Written lazily, by the next write or flush.
+        self.change(|s| s.get_mut(key).map(|r| r.last_seen = now_ms).is_some());
         Ok(())
     }
     async fn remove(&self, key: &str) -> Result<(), StoreError> {
-        let removed = self.state.lock().unwrap().sessions.remove(key).is_some();
-        if removed { self.persist().await } else { Ok(()) }
+        match self.change(|s| s.remove(key).is_some()) {
+            Some(version) => self.persist(version).await,
+            None => Ok(()),
+        }
     }
     async fn retain(&self, keep: Keep) -> Result<usize, StoreError> {
-        let dropped = {
-            let mut st = self.state.lock().unwrap();
-            let before = st.sessions.len();
-            st.sessions.retain(|k, r| keep(k, r));
-            before - st.sessions.len()
-        };
-        if dropped > 0 {
-            self.persist().await?;
+        let mut dropped = 0;
+        let version = self.change(|s| {
+            let before = s.len();
+            s.retain(|k, r| keep(k, r));
+            dropped = before - s.len();
+            dropped > 0
+        });
+        if let Some(version) = version {
+            self.persist(version).await?;
         }
         Ok(dropped)
     }
+    async fn ages(&self) -> Result<Vec<(SessionKey, u64)>, StoreError> {
+        Ok(self.state.lock().unwrap().sessions.iter().map(|(k, r)| (k.clone(), r.last_seen)).collect())
+    }
     async fn flush(&self) -> Result<(), StoreError> {
-        if self.state.lock().unwrap().dirty {
-            self.persist().await?;
-        }
-        Ok(())
+        let version = self.state.lock().unwrap().version;
+        self.persist(version).await
     }
 }
 
@@ -219,6 +258,7 @@ pub struct NewSession {
 pub struct Sessions {
     store: Arc<dyn SessionStore>,
     timeout_ms: u64,
+    touch_every_ms: u64,
     fingerprint: Arc<dyn Fn(&str) -> String + Send + Sync>,
     derived: Arc<Mutex<HashMap<String, Arc<Derived>>>>,
 }
@@ -239,8 +279,12 @@ struct Derived {
 /// starts over.
 const DERIVED_MAX: usize = 256;
 
-/// Record use at most this often, so the hot path rarely writes anything.
+/// Record use at most this often, so the hot path rarely writes anything; and at least ten
+/// times per timeout, so a session in use never expires however short the timeout.
 const TOUCH_EVERY_MS: u64 = 60_000;
+/// Sessions kept at most: a new login beyond this revokes the least recently used one, so the
+/// store (rewritten at each change) cannot grow without bound.
+pub const MAX_SESSIONS: usize = 100;
 
 impl Sessions {
     /// `fingerprint(key)` must give the current password's fingerprint salted with `key`.
@@ -249,7 +293,9 @@ impl Sessions {
         timeout: Duration,
         fingerprint: Arc<dyn Fn(&str) -> String + Send + Sync>,
     ) -> Sessions {
-        Sessions { store, timeout_ms: timeout.as_millis() as u64, fingerprint, derived: Default::default() }
+        let timeout_ms = timeout.as_millis() as u64;
+        let touch_every_ms = (timeout_ms / 10).min(TOUCH_EVERY_MS);
+        Sessions { store, timeout_ms, touch_every_ms, fingerprint, derived: Default::default() }
     }
 
     pub fn key_of(token: &str) -> SessionKey {
@@ -257,6 +303,16 @@ impl Sessions {
     }
 
     pub async fn create(&self) -> Result<NewSession, StoreError> {
+        // Room for one more: the least recently used go.
+        let mut ages = self.store.ages().await?;
+        if ages.len() >= MAX_SESSIONS {
+            ages.sort_by_key(|(_, last_seen)| *last_seen);
+            let excess = ages.len() + 1 - MAX_SESSIONS;
+            let oldest: std::collections::HashSet<SessionKey> = ages.into_iter().take(excess).map(|(k, _)| k).collect();
+            let revoked = self.store.retain(Box::new(move |k, _| !oldest.contains(k))).await?;
+            self.derived.lock().unwrap().clear();
+            tracing::info!("Revoked the {revoked} least recently used session(s) to keep at most {MAX_SESSIONS}");
+        }
         let token = hex(&random_bytes::<32>());
         let key = Self::key_of(&token);
         let now = now_ms();
@@ -299,7 +355,7 @@ impl Sessions {
             self.store.remove(&derived.key).await?;
             return Ok(None);
         }
-        if now.saturating_sub(record.last_seen) >= TOUCH_EVERY_MS {
+        if now.saturating_sub(record.last_seen) >= self.touch_every_ms {
             self.store.touch(&derived.key, now).await?;
         }
         Ok(Some(derived.key.clone()))
@@ -399,6 +455,43 @@ mod tests {
         store.touch(&new.key, now_ms() - 61 * 60_000).await.unwrap();
         assert!(s.validate(&new.token).await.unwrap().is_none());
         assert!(store.get(&new.key).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn logins_are_capped_and_their_writes_coalesced() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(FileStore::open(&dir.path().join("sessions.json")).unwrap());
+        let s = sessions(store.clone(), "pw", Duration::from_secs(600));
+        let first = s.create().await.unwrap().token;
+        // Many logins at once: far fewer writes than logins.
+        let logins: Vec<_> = (0..60).map(|_| s.create()).collect();
+        let tokens: Vec<String> =
+            futures_util::future::join_all(logins).await.into_iter().map(|n| n.unwrap().token).collect();
+        assert!(store.writes() < 40, "{} writes for 61 logins", store.writes());
+        for t in &tokens {
+            assert!(s.validate(t).await.unwrap().is_some());
+        }
+        // Past the cap, the least recently used go, and only those.
+        store.touch(&Sessions::key_of(&first), 1).await.unwrap();
+        for _ in 0..MAX_SESSIONS {
+            s.create().await.unwrap();
+        }
+        assert_eq!(store.ages().await.unwrap().len(), MAX_SESSIONS);
+        assert!(s.validate(&first).await.unwrap().is_none(), "the least recently used went first");
+        let on_disk: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("sessions.json")).unwrap()).unwrap();
+        assert_eq!(on_disk["sessions"].as_object().unwrap().len(), MAX_SESSIONS);
+    }
+
+    #[tokio::test]
+    async fn use_is_recorded_often_enough_for_short_timeouts() {
+        let store = Arc::new(MemoryStore::default());
+        let s = sessions(store.clone(), "pw", Duration::from_secs(10));
+        let new = s.create().await.unwrap();
+        // Used 1.5 s ago: recorded now (a tenth of the timeout), not a minute later.
+        store.touch(&new.key, now_ms() - 1_500).await.unwrap();
+        assert!(s.validate(&new.token).await.unwrap().is_some());
+        assert!(store.get(&new.key).await.unwrap().unwrap().last_seen > now_ms() - 1_000);
     }
 
     #[tokio::test]

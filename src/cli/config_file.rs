@@ -23,8 +23,10 @@ pub fn ensure_exists(path: &Path) -> Result<bool, CliError> {
         return Ok(false);
     }
     let fail = |e: std::io::Error| CliError::new(format!("could not create {}: {e}", path.display()));
+    // The directory holds the password: ours alone when we make it, whatever the umask.
     if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).map_err(fail)?;
+        use std::os::unix::fs::DirBuilderExt;
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(fail)?;
     }
     let mut file = match fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
         Ok(f) => f,

@@ -67,6 +67,7 @@ impl Listener {
                 Ok(addr) => format!("{}://{addr}/", if tls { "https" } else { "http" }),
                 Err(_) => "an unknown address".into(),
             },
+            Listener::Unix { owned_path: Some(path), .. } => path.display().to_string(),
             Listener::Unix { listener, .. } => {
                 match listener.local_addr().ok().and_then(|a| a.as_pathname().map(Path::to_path_buf)) {
                     Some(p) => p.display().to_string(),
@@ -126,12 +127,28 @@ fn bind_unix(path: &Path, mode: Option<u32>) -> Result<Listener, BindError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(fail(e.to_string())),
     }
-    let listener = UnixListener::bind(path).map_err(|e| fail(e.to_string()))?;
-    if let Some(mode) = mode {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-            .map_err(|e| fail(format!("could not set mode {mode:o}: {e}")))?;
-    }
+    let listener = match mode {
+        Some(mode) => bind_unix_with_mode(path, mode).map_err(|e| fail(crate::errno::describe(&e)))?,
+        None => UnixListener::bind(path).map_err(|e| fail(crate::errno::describe(&e)))?,
+    };
     Ok(Listener::Unix { listener, owned_path: Some(path.to_path_buf()) })
+}
+
+/// A Unix socket at `path` that nobody can connect to before it has `mode`: bound under a
+/// random name in the same directory, given its mode, then renamed into place. (Bound in place,
+/// it would have whatever the umask gives until the `chmod`.) Replaces a socket at `path`.
+pub fn bind_unix_with_mode(path: &Path, mode: u32) -> io::Result<UnixListener> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("socket");
+    let tmp = dir.join(format!(".{name}.{}", crate::util::random_hex(6)));
+    let listener = UnixListener::bind(&tmp)?;
+    let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(listener)
 }
 
 fn adopt_fd(fd: RawFd) -> Result<Listener, BindError> {

@@ -85,7 +85,8 @@ pub fn self_signed(host: &str, data_dir: &Path) -> Result<(PathBuf, PathBuf), Tl
         crate::util::atomic_write(path, data.as_bytes(), mode)
             .map_err(|source| TlsError::Write { path: path.to_path_buf(), source })
     };
-    std::fs::create_dir_all(data_dir).map_err(|source| TlsError::Write { path: data_dir.to_path_buf(), source })?;
+    crate::private_dir::ensure(data_dir)
+        .map_err(|e| TlsError::Write { path: data_dir.to_path_buf(), source: std::io::Error::other(e.to_string()) })?;
     write(&key_path, &key.serialize_pem(), 0o600)?;
     write(&cert_path, &cert.pem(), 0o644)?;
     Ok((cert_path, key_path))

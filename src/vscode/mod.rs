@@ -236,7 +236,10 @@ async fn static_file(_: Authenticated, State(state): State<AppState>, req: Reque
 
 async fn mint_key(_: Authenticated, State(state): State<AppState>) -> Result<Response, AppError> {
     let key = state.vscode.mint_key().await?;
-    Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"))], key.to_vec()).into_response())
+    let mut res =
+        ([(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"))], key.to_vec()).into_response();
+    crate::headers::add_private_headers(res.headers_mut());
+    Ok(res)
 }
 
 /// The workbench roots; code-server sends unauthenticated visitors of these to the login page.

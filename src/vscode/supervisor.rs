@@ -6,7 +6,6 @@
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Mutex;
@@ -201,10 +200,11 @@ impl Supervisor {
     async fn run_once(&self, cancel: &CancellationToken) -> String {
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         self.state.send_replace(State::Starting);
-        // The private directory for our sockets (tmp cleaners may have removed it since).
+        // The private directory for our sockets and the preload script, checked again (tmp
+        // cleaners may have removed it since; someone else may have made it in its place).
         let dir = &self.launch.runtime_dir;
-        if let Err(e) = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
-            return format!("could not be started: cannot create {} ({e})", dir.display());
+        if let Err(e) = crate::private_dir::ensure(dir) {
+            return format!("could not be started: {e}");
         }
         let socket = dir.join(format!("vscode-{}-{generation}.sock", std::process::id()));
         let _ = std::fs::remove_file(&socket);
@@ -258,6 +258,9 @@ impl Supervisor {
                 Event::Exited(reason) => break reason,
                 Event::ReadyLine => {
                     ready = true;
+                    // VS Code made it with whatever the umask gives; the directory is ours
+                    // alone anyway, the socket now too.
+                    let _ = std::fs::set_permissions(&socket, std::os::unix::fs::PermissionsExt::from_mode(0o600));
                     match probe_version(&socket).await {
                         Ok(commit) => {
                             tracing::info!("VS Code is ready (commit {commit})");

@@ -1,0 +1,151 @@
+//! Directories we keep code, sockets or secrets in (the runtime dir with VS Code's socket and the
+//! preload script we make node `--require`, the user-data-dir with sessions, keys and the
+//! session registry's socket, the config and data dirs) must be ours alone. Otherwise another
+//! local user who creates the directory first, say `/tmp/<user>/code-server` in the
+//! world-writable `/tmp`, swaps a file we later load and runs code as us.
+//!
+//! [`ensure`] creates a missing directory (and missing parents) with mode 0700 and then checks
+//! what is there, whoever made it: a real directory (not a symlink), owned by our uid, with no
+//! access for group or others; and every directory above it owned by us or root and not
+//! writable by others unless sticky (as `/tmp` is), so nobody can rename it away and put their
+//! own in its place. A directory of ours with a wider mode (made by code-server, or by hand) is
+//! narrowed to 0700; anything else is refused with an error that names the path and the reason.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PrivateDirError {
+    #[error("cannot create {}: {}", path.display(), crate::errno::describe(source))]
+    Create { path: PathBuf, source: io::Error },
+    #[error("cannot use {}: {}", path.display(), crate::errno::describe(source))]
+    Inspect { path: PathBuf, source: io::Error },
+    #[error(
+        "refusing to use {}: {why}. Another user could replace what we keep there; remove it or choose another location",
+        path.display()
+    )]
+    Unsafe { path: PathBuf, why: String },
+}
+
+/// Creates `dir` if missing and makes sure it is ours alone (see the module docs). Returns
+/// whether its mode had to be narrowed.
+pub fn ensure(dir: &Path) -> Result<bool, PrivateDirError> {
+    let uid = current_uid();
+    if let Err(source) = fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+        return Err(PrivateDirError::Create { path: dir.to_path_buf(), source });
+    }
+    let unsafe_because = |why: String| PrivateDirError::Unsafe { path: dir.to_path_buf(), why };
+    let meta = lstat(dir)?;
+    if meta.file_type().is_symlink() {
+        return Err(unsafe_because("it is a symbolic link".into()));
+    }
+    if !meta.is_dir() {
+        return Err(unsafe_because("it is not a directory".into()));
+    }
+    if meta.uid() != uid {
+        return Err(unsafe_because(format!("it is owned by uid {}, not by us (uid {uid})", meta.uid())));
+    }
+    // Everything above it, as written and as resolved.
+    let canonical =
+        fs::canonicalize(dir).map_err(|source| PrivateDirError::Inspect { path: dir.to_path_buf(), source })?;
+    for path in [absolute(dir), canonical] {
+        for ancestor in path.ancestors().skip(1) {
+            check_ancestor(ancestor, uid)
+                .map_err(|why| PrivateDirError::Unsafe { path: ancestor.to_path_buf(), why })?;
+        }
+    }
+    let narrowed = meta.mode() & 0o077 != 0;
+    if narrowed {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .map_err(|source| PrivateDirError::Inspect { path: dir.to_path_buf(), source })?;
+    }
+    // Checked after the change too: nothing may have come between.
+    let after = lstat(dir)?;
+    if after.ino() != meta.ino() || after.dev() != meta.dev() || after.mode() & 0o077 != 0 {
+        return Err(unsafe_because("it changed while being checked".into()));
+    }
+    Ok(narrowed)
+}
+
+/// [`ensure`], logging when a directory's mode was narrowed. `what` says what it holds.
+pub fn ensure_logged(dir: &Path, what: &str) -> Result<(), PrivateDirError> {
+    if ensure(dir)? {
+        tracing::info!("Restricted {} to its owner (mode 0700): it holds {what}", dir.display());
+    }
+    Ok(())
+}
+
+fn lstat(path: &Path) -> Result<fs::Metadata, PrivateDirError> {
+    fs::symlink_metadata(path).map_err(|source| PrivateDirError::Inspect { path: path.to_path_buf(), source })
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir().map(|d| d.join(path)).unwrap_or_else(|_| path.to_path_buf())
+    }
+}
+
+/// A directory above ours: owned by us or root, and if others may write in it, sticky (so they
+/// cannot rename or delete our entries). A symlink on the way is judged by its own owner; its
+/// target is checked through the resolved path.
+fn check_ancestor(path: &Path, uid: u32) -> Result<(), String> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) => return Err(crate::errno::describe(&e)),
+    };
+    if meta.uid() != uid && meta.uid() != 0 {
+        return Err(format!("it is owned by uid {}, who could replace what is inside", meta.uid()));
+    }
+    if meta.file_type().is_symlink() {
+        return Ok(());
+    }
+    let others_write = meta.mode() & 0o022 != 0;
+    let sticky = meta.mode() & 0o1000 != 0;
+    if others_write && !sticky {
+        return Err(format!("others may write in it (mode {:o}) and it is not sticky", meta.mode() & 0o7777));
+    }
+    Ok(())
+}
+
+/// Our effective uid.
+pub fn current_uid() -> u32 {
+    // SAFETY: geteuid cannot fail and touches no memory.
+    unsafe { libc::geteuid() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn creates_narrows_and_refuses() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("a/b/code-server");
+        assert!(!ensure(&dir).unwrap(), "made 0700, nothing to narrow");
+        assert_eq!(fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
+
+        let loose = root.path().join("loose");
+        fs::create_dir(&loose).unwrap();
+        fs::set_permissions(&loose, fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(ensure(&loose).unwrap(), "narrowed");
+        assert_eq!(fs::metadata(&loose).unwrap().mode() & 0o777, 0o700);
+
+        let link = root.path().join("link");
+        std::os::unix::fs::symlink(&loose, &link).unwrap();
+        assert!(matches!(ensure(&link), Err(PrivateDirError::Unsafe { .. })));
+
+        // Under a directory anyone may write in, without the sticky bit: refused.
+        let open = root.path().join("open");
+        fs::create_dir(&open).unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+        let err = ensure(&open.join("code-server")).unwrap_err().to_string();
+        assert!(err.contains("not sticky"), "{err}");
+        // With the sticky bit, as /tmp: fine.
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o1777)).unwrap();
+        ensure(&open.join("code-server")).unwrap();
+    }
+}
