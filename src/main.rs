@@ -130,7 +130,6 @@ async fn serve(config: Config) -> Result<(), String> {
     if let Some(window) = session_socket::existing_instance(&config, hook.as_deref()).await? {
         return session_socket::open_in(&window, &config).await;
     }
-    tracing::info!("code-server {} {}", cli::help::VERSION, cli::help::commit());
     // Where we keep code, sockets and secrets: ours alone, or we do not start.
     let private = [
         (&config.user_data_dir, "sessions, keys and the session registry's socket"),
@@ -140,6 +139,9 @@ async fn serve(config: Config) -> Result<(), String> {
     for (dir, what) in private {
         private_dir::ensure_logged(dir, what).map_err(|e| e.to_string())?;
     }
+    // From here on our output is also kept in the data dir, as code-server keeps it.
+    logging::mirror_to(&config.paths.data.join("coder-logs"));
+    tracing::info!("code-server {} {}", cli::help::VERSION, cli::help::commit());
     tracing::info!("Using user-data-dir {}", config.user_data_dir.display());
     tracing::debug!("Using extensions-dir {}", config.extensions_dir.display());
     tracing::info!("Using config file {}", config.config_file.display());
