@@ -160,10 +160,13 @@ async fn serve(config: Config) -> Result<(), String> {
     }
     let listener = Listener::bind(&config.listen).await.map_err(|e| e.to_string())?;
     let signals = server::Signals::install().map_err(|e| format!("cannot catch signals: {e}"))?;
+    let hotswap = server::HotswapSignals::install().map_err(|e| format!("cannot catch signals: {e}"))?;
     log_startup(&config, &listener, tls.as_ref().map(|t| t.cert_path.as_path()));
     // The editor-session registry lives as long as the server.
     let registry = session_socket::socket_path(&config);
     state.lifecycle.spawn("session registry", |t| session_socket::serve(registry, t.cancelled_owned()));
+    let supervisor = state.vscode.supervisor.clone();
+    state.lifecycle.spawn("hotswap signals", |t| vscode::hotswap_on_signals(hotswap, supervisor, t));
 
     // Both ways of stopping (a signal, the idle timeout) are a clean exit.
     lifecycle::run(state, listener, tls.map(|t| t.config), lifecycle::first_signal(signals)).await;

@@ -44,3 +44,69 @@ async fn output_is_mirrored_to_log_files_in_the_data_dir() {
     assert!(!other.data_dir().join("coder-logs").exists());
     drop(s);
 }
+
+/// Back-off is for crash loops: crashes soon after starting wait 1 s, then 2 s; a server that
+/// ran healthily for 30 s is restarted at once, and the back-off starts over.
+#[tokio::test]
+async fn restarts_back_off_only_in_crash_loops() {
+    let home = Home::new();
+    let (s, cookie) = fake_server(&home, &[], &[]).await;
+    let c = s.client();
+    let crash_and_wait = async |n: usize| {
+        assert_eq!(c.get_with("/crash", &[("cookie", &cookie)]).await.text(), "bye");
+        wait_until("the restart", || s.stdout_text().matches("VS Code is ready").count() > n);
+    };
+    assert_eq!(c.get_with("/version", &[("cookie", &cookie)]).await.text(), FAKE_COMMIT);
+    crash_and_wait(1).await;
+    crash_and_wait(2).await;
+    let delays = |s: &Server| -> Vec<String> {
+        s.stderr_text()
+            .lines()
+            .filter_map(|l| l.split("restarting in ").nth(1)?.split(". Last").next().map(str::to_string))
+            .collect()
+    };
+    assert_eq!(delays(&s), ["1.0s", "2.0s"], "{}", s.stderr_text());
+    // Healthy for longer than 30 s: its next crash is restarted at once.
+    tokio::time::sleep(std::time::Duration::from_secs(31)).await;
+    crash_and_wait(3).await;
+    assert_eq!(delays(&s), ["1.0s", "2.0s", "0.0s"], "{}", s.stderr_text());
+    crash_and_wait(4).await;
+    assert_eq!(delays(&s).last().map(String::as_str), Some("1.0s"), "the back-off started over");
+}
+
+/// SIGUSR1 and SIGUSR2 restart VS Code's server in place, as code-server's wrapper hotswaps:
+/// the listener, sessions and proxied connections stay, and the workbench is served again.
+#[tokio::test]
+async fn sigusr1_and_sigusr2_restart_vscode_in_place() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let up = common::upstream::Upstream::start().await;
+    let home = password_home();
+    let s = Server::start(&home, &["--bind-addr", "127.0.0.1:0"], &[]);
+    let c = s.client();
+    // Before VS Code runs there is nothing to restart, and the server carries on.
+    s.signal("USR1");
+    wait_until("the signal to be noticed", || s.stdout_text().contains("Received SIGUSR1; hotswapping"));
+    wait_until("the note", || s.stdout_text().contains("VS Code is not running yet"));
+
+    let cookie = c.login(PASSWORD).await;
+    assert_eq!(c.get_with("/?ew=true", &[("cookie", &cookie)]).await.status, StatusCode::OK);
+    let (mut ws, _) = ws_connect(&s, &format!("/proxy/{}/ws", up.port), &[("cookie", &cookie)]).await.unwrap();
+    for (n, signal) in [(1, "USR1"), (2, "USR2")] {
+        let before = vscode_pid(&s);
+        s.signal(signal);
+        wait_until("a new VS Code", || s.stdout_text().matches("Starting VS Code").count() == n + 1);
+        wait_until("it to be ready", || s.stdout_text().matches("VS Code is ready").count() == n + 1);
+        assert!(s.stdout_text().contains(&format!("Received SIG{signal}; hotswapping")));
+        assert_ne!(vscode_pid(&s), before);
+        assert_no_orphans(before, None);
+        // Same listener, same session, the workbench served by the new server.
+        let r = c.get_with("/?ew=true", &[("cookie", &cookie)]).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        // The proxied WebSocket never noticed.
+        ws.send(Message::Text(format!("still here {n}").into())).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::Text(format!("still here {n}").into()));
+    }
+    assert!(!s.stderr_text().contains("restarting in"), "a hotswap is not a crash: {}", s.stderr_text());
+}

@@ -12,7 +12,6 @@ use hyper::http::StatusCode;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const PASSWORD: &str = "correct-horse";
 
@@ -528,27 +527,6 @@ async fn domain_proxy() {
     let (_home, s, _) = server(&["--proxy-domain", "example.test", "--skip-auth-preflight"], &[]).await;
     let r = s.client().send("OPTIONS", "/api", &[("host", &host)], Body::empty()).await;
     assert_eq!(Echo::of(&r).method(), "OPTIONS");
-}
-
-/// Opens a WebSocket through our server; `Err(status)` when the handshake is refused.
-async fn ws_connect(
-    s: &Server,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> Result<
-    (tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>, hyper::http::Response<Option<Vec<u8>>>),
-    StatusCode,
-> {
-    let mut req = format!("ws://{}{path}", s.authority()).into_client_request().unwrap();
-    for (k, v) in headers {
-        req.headers_mut().insert(hyper::http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
-    }
-    let stream = tokio::net::TcpStream::connect(s.authority()).await.unwrap();
-    match tokio_tungstenite::client_async(req, stream).await {
-        Ok(pair) => Ok(pair),
-        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => Err(res.status()),
-        Err(e) => panic!("WebSocket handshake failed: {e}"),
-    }
 }
 
 /// Opens a WebSocket sent with a cookie `a=1` besides ours, subprotocols `chat.v2, chat.v1` and

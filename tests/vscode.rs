@@ -13,40 +13,6 @@ use axum::body::Body;
 use common::*;
 use hyper::http::StatusCode;
 
-const FAKE_COMMIT: &str = "fa4ecafe00000000000000000000000000000000";
-
-/// A copy of the stand-in build in `home`, run with the provisioned Node.
-fn fake_build(home: &Home) -> PathBuf {
-    let dir = home.path().join("fake-vscode");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake-vscode");
-    copy_dir(&src, &dir);
-    std::os::unix::fs::symlink(vscode_dir().join("node/bin/node"), dir.join("node")).unwrap();
-    dir
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
-
-/// A password server on the stand-in build; returns the server and a logged-in cookie.
-async fn fake_server(home: &Home, args: &[&str], env: &[(&str, &str)]) -> (Server, String) {
-    home.write_config("auth: password\npassword: pw\n");
-    let build = fake_build(home);
-    let mut all = vec!["--bind-addr", "127.0.0.1:0", "--vscode-dir", build.to_str().unwrap()];
-    all.extend_from_slice(args);
-    let s = Server::start(home, &all, env);
-    let cookie = s.client().login("pw").await;
-    (s, cookie)
-}
-
 /// A password server on the stand-in build that notes every connection it accepts in the
 /// returned log file (which does not exist until something reaches it).
 fn logged_fake_server(home: &Home, extra: &[&str]) -> (Server, PathBuf) {

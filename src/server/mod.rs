@@ -382,6 +382,28 @@ pub fn raise_open_files_limit() -> std::io::Result<u64> {
     Ok(lim.rlim_cur)
 }
 
+/// SIGUSR1 and SIGUSR2: code-server's signals to restart the server in place ("hotswap").
+pub struct HotswapSignals {
+    usr1: tokio::signal::unix::Signal,
+    usr2: tokio::signal::unix::Signal,
+}
+
+impl HotswapSignals {
+    /// Catches SIGUSR1 and SIGUSR2 from now on (uncaught, either would kill the process).
+    pub fn install() -> std::io::Result<HotswapSignals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(HotswapSignals { usr1: signal(SignalKind::user_defined1())?, usr2: signal(SignalKind::user_defined2())? })
+    }
+
+    /// Resolves with the signal's name on the next SIGUSR1 or SIGUSR2.
+    pub async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.usr1.recv() => "SIGUSR1",
+            _ = self.usr2.recv() => "SIGUSR2",
+        }
+    }
+}
+
 /// SIGINT and SIGTERM, the two ways to ask for a shutdown.
 pub struct Signals {
     term: tokio::signal::unix::Signal,

@@ -114,6 +114,25 @@ impl VsCode {
     }
 }
 
+/// Restarts VS Code's server in place on SIGUSR1 or SIGUSR2, as code-server's wrapper does,
+/// until `stop`.
+pub async fn hotswap_on_signals(
+    mut signals: crate::server::HotswapSignals,
+    supervisor: Arc<Supervisor>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        let name = tokio::select! {
+            name = signals.recv() => name,
+            _ = stop.cancelled() => return,
+        };
+        tracing::info!("Received {name}; hotswapping");
+        if !supervisor.hotswap() {
+            tracing::info!("VS Code is not running yet; it starts on the next request that needs it");
+        }
+    }
+}
+
 /// The child's command line after `--socket-path` (vscode-server.md §6; spec §4.2).
 fn server_args(config: &Config, build: &Build) -> Result<Vec<OsString>, CliError> {
     let mut args: Vec<OsString> = vec![];

@@ -24,7 +24,12 @@ const READY_LINE: &str = "Extension host agent listening on";
 const START_TIMEOUT: Duration = Duration::from_secs(90);
 /// After SIGTERM, how long the group has before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(5);
+/// Restarts after a crash wait this long, doubling up to [`MAX_BACKOFF`] while the crashes go
+/// on; a child that had run healthily for [`HEALTHY_RUN`] is restarted at once and the back-off
+/// starts over. Back-off is for crash loops only.
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+const HEALTHY_RUN: Duration = Duration::from_secs(30);
 /// Lines of output kept for error reports.
 const RECENT_LINES: usize = 100;
 
@@ -100,6 +105,17 @@ pub struct Supervisor {
     generation: AtomicU64,
     /// The current child's process group, for stopping it from any task.
     pgid: Mutex<Option<i32>>,
+    /// Wakes the running child's watch to restart it (SIGUSR1, see [`Supervisor::hotswap`]).
+    restart: tokio::sync::Notify,
+}
+
+/// How one life of the child ended.
+struct Ended {
+    reason: String,
+    /// How long it had been ready when it ended (`None`: it never was).
+    healthy_for: Option<Duration>,
+    /// Restarted on request, not after a failure.
+    requested: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -121,7 +137,20 @@ impl Supervisor {
             started: AtomicBool::new(false),
             generation: AtomicU64::new(0),
             pgid: Mutex::new(None),
+            restart: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Restarts VS Code's server in place (code-server's "hotswap" on SIGUSR1/SIGUSR2): the
+    /// child's group is stopped and a new one started at once; our listener, sessions and proxied
+    /// connections stay, and browser tabs reconnect to the new server. Returns false when VS Code
+    /// has not been started yet (it starts on the next request that needs it).
+    pub fn hotswap(&self) -> bool {
+        if !self.started.load(Ordering::SeqCst) {
+            return false;
+        }
+        self.restart.notify_one();
+        true
     }
 
     pub fn build(&self) -> &Build {
@@ -169,48 +198,62 @@ impl Supervisor {
 
     /// Supervises the child until `cancel`, then stops its process group.
     pub async fn run(&self, cancel: CancellationToken) {
-        let mut backoff = Duration::from_secs(1);
+        let mut backoff = FIRST_BACKOFF;
         loop {
             if cancel.is_cancelled() {
                 break;
             }
-            let began = Instant::now();
-            let reason = self.run_once(&cancel).await;
+            let ended = self.run_once(&cancel).await;
             if cancel.is_cancelled() {
                 break;
             }
-            // A child that ran for a while earned a quick restart.
-            if began.elapsed() > Duration::from_secs(60) {
-                backoff = Duration::from_secs(1);
-            }
-            let tail = self.recent_output();
-            let tail = tail[tail.len().saturating_sub(5)..].join("\n    ");
-            tracing::warn!("VS Code server {reason}; restarting in {}s. Last output:\n    {tail}", backoff.as_secs());
+            let reason = ended.reason;
+            let delay = if ended.requested {
+                tracing::info!("Restarting VS Code");
+                Duration::ZERO
+            } else {
+                // A child that ran healthily for a while crashed once: restart it at once.
+                let delay = if ended.healthy_for.is_some_and(|h| h >= HEALTHY_RUN) {
+                    backoff = FIRST_BACKOFF;
+                    Duration::ZERO
+                } else {
+                    let d = backoff;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    d
+                };
+                let tail = self.recent_output();
+                let tail = tail[tail.len().saturating_sub(5)..].join("\n    ");
+                tracing::warn!(
+                    "VS Code server {reason}; restarting in {:.1}s. Last output:\n    {tail}",
+                    delay.as_secs_f64()
+                );
+                delay
+            };
             self.state.send_replace(State::Down { reason });
             tokio::select! {
                 _ = cancel.cancelled() => break,
-                _ = tokio::time::sleep(backoff) => {}
+                _ = tokio::time::sleep(delay) => {}
             }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
         self.state.send_replace(State::Stopped);
     }
 
     /// One life of the child. Returns why it ended (unless cancelled, which stops it).
-    async fn run_once(&self, cancel: &CancellationToken) -> String {
+    async fn run_once(&self, cancel: &CancellationToken) -> Ended {
+        let failed = |reason: String| Ended { reason, healthy_for: None, requested: false };
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         self.state.send_replace(State::Starting);
         // The private directory for our sockets and the preload script, checked again (tmp
         // cleaners may have removed it since; someone else may have made it in its place).
         let dir = &self.launch.runtime_dir;
         if let Err(e) = crate::private_dir::ensure(dir) {
-            return format!("could not be started: {e}");
+            return failed(format!("could not be started: {e}"));
         }
         let socket = dir.join(format!("vscode-{}-{generation}.sock", std::process::id()));
         let _ = std::fs::remove_file(&socket);
         let mut child = match self.spawn(&socket) {
             Ok(c) => c,
-            Err(e) => return format!("could not be started ({e})"),
+            Err(e) => return failed(format!("could not be started ({})", crate::errno::describe(&e))),
         };
         let pgid = child.id().map(|p| p as i32);
         *self.pgid.lock().unwrap() = pgid;
@@ -218,7 +261,7 @@ impl Supervisor {
 
         let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(1);
         let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
-            return "started without output pipes".into();
+            return failed("started without output pipes".into());
         };
         let output = async {
             tokio::join!(
@@ -231,16 +274,20 @@ impl Supervisor {
         let deadline = tokio::time::sleep(START_TIMEOUT);
         tokio::pin!(deadline);
         let (mut ready, mut output_done) = (false, false);
+        let mut ready_since = None;
         enum Event {
             Cancelled,
+            Restart,
             Exited(String),
             ReadyLine,
             TimedOut,
             OutputClosed,
         }
+        let mut requested = false;
         let reason = loop {
             let event = tokio::select! {
                 _ = cancel.cancelled() => Event::Cancelled,
+                _ = self.restart.notified() => Event::Restart,
                 status = child.wait() => Event::Exited(match status {
                     Ok(s) => format!("exited ({s})"),
                     Err(e) => format!("could not be waited for ({e})"),
@@ -253,7 +300,11 @@ impl Supervisor {
                 Event::Cancelled => {
                     self.stop_group(&mut child).await;
                     let _ = std::fs::remove_file(&socket);
-                    return "stopped".into();
+                    return failed("stopped".into());
+                }
+                Event::Restart => {
+                    requested = true;
+                    break "restarted on request".to_string();
                 }
                 Event::Exited(reason) => break reason,
                 Event::ReadyLine => {
@@ -264,6 +315,7 @@ impl Supervisor {
                     match probe_version(&socket).await {
                         Ok(commit) => {
                             tracing::info!("VS Code is ready (commit {commit})");
+                            ready_since = Some(Instant::now());
                             self.state.send_replace(State::Ready { socket: socket.clone(), generation });
                         }
                         Err(e) => break format!("answered its readiness probe with an error ({e})"),
@@ -276,7 +328,7 @@ impl Supervisor {
         // Whatever the child left running in its group (extension hosts, terminals) goes too.
         self.stop_group(&mut child).await;
         let _ = std::fs::remove_file(&socket);
-        reason
+        Ended { reason, healthy_for: ready_since.map(|t: Instant| t.elapsed()), requested }
     }
 
     fn spawn(&self, socket: &Path) -> std::io::Result<tokio::process::Child> {

@@ -96,6 +96,42 @@ pub fn vscode_dir() -> PathBuf {
     .clone()
 }
 
+/// The stand-in VS Code build (`tests/fixtures/fake-vscode`): it answers the routes its
+/// source lists; `/crash` makes it exit.
+pub const FAKE_COMMIT: &str = "fa4ecafe00000000000000000000000000000000";
+
+/// A copy of the stand-in build in `home`, run with the provisioned Node.
+pub fn fake_build(home: &Home) -> PathBuf {
+    let dir = home.path().join("fake-vscode");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake-vscode");
+    copy_dir(&src, &dir);
+    std::os::unix::fs::symlink(vscode_dir().join("node/bin/node"), dir.join("node")).unwrap();
+    dir
+}
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// A password server on the stand-in build; returns the server and a logged-in cookie.
+pub async fn fake_server(home: &Home, args: &[&str], env: &[(&str, &str)]) -> (Server, String) {
+    home.write_config("auth: password\npassword: pw\n");
+    let build = fake_build(home);
+    let mut all = vec!["--bind-addr", "127.0.0.1:0", "--vscode-dir", build.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let s = Server::start(home, &all, env);
+    let cookie = s.client().login("pw").await;
+    (s, cookie)
+}
+
 /// The output of a run that ended.
 pub struct Output {
     pub code: Option<i32>,
@@ -466,4 +502,29 @@ pub async fn tls_connect(
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await
         .expect("TLS handshake")
+}
+
+/// Opens a WebSocket through our server; `Err(status)` when the handshake is refused.
+pub async fn ws_connect(
+    s: &Server,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<
+    (tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>, hyper::http::Response<Option<Vec<u8>>>),
+    StatusCode,
+> {
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
+        "ws://{}{path}",
+        s.authority()
+    ))
+    .unwrap();
+    for (k, v) in headers {
+        req.headers_mut().insert(hyper::http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+    }
+    let stream = tokio::net::TcpStream::connect(s.authority()).await.unwrap();
+    match tokio_tungstenite::client_async(req, stream).await {
+        Ok(pair) => Ok(pair),
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => Err(res.status()),
+        Err(e) => panic!("WebSocket handshake failed: {e}"),
+    }
 }
