@@ -88,7 +88,9 @@ impl AppState {
         };
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let settings = Arc::new(SettingsStore::open_in(&config.user_data_dir));
-        let update = UpdateChecker::new(&config.update_url, crate::cli::help::VERSION, settings.clone(), clock.clone());
+        // What we run is the build's code-server release (ours, unless --vscode-dir names another).
+        let running = build.code_server_version.clone().unwrap_or_else(|| crate::cli::help::VERSION.to_string());
+        let update = UpdateChecker::new(&config.update_url, running, settings.clone(), clock.clone());
         let lifecycle = Lifecycle::new();
         Ok(AppState {
             vscode: Arc::new(VsCode::new(&config, build, lifecycle.clone())?),

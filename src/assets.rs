@@ -25,8 +25,8 @@ pub fn routes() -> Router<AppState> {
         .route("/_static", read_only(get(not_found)))
         .route("/_static/", read_only(get(not_found)))
         .route("/robots.txt", read_only(get(|| text_file("src/browser/robots.txt"))))
-        .route("/security.txt", read_only(get(|| text_file("src/browser/security.txt"))))
-        .route("/.well-known/security.txt", read_only(get(|| text_file("src/browser/security.txt"))))
+        .route("/security.txt", read_only(get(security_txt)))
+        .route("/.well-known/security.txt", read_only(get(security_txt)))
         .route("/manifest.json", read_only(get(manifest)))
         .route("/vscode/manifest.json", read_only(get(manifest)))
 }
@@ -69,6 +69,16 @@ async fn static_file(Path(path): Path<String>, headers: HeaderMap) -> Result<Res
         h.insert("service-worker-allowed", HeaderValue::from_static("/"));
     }
     Ok(res)
+}
+
+/// RFC 9116: who to tell about a vulnerability (`--security-contact`), valid for a year from now.
+async fn security_txt(State(state): State<AppState>) -> Response {
+    let expires = crate::util::iso8601(crate::util::now_ms() + 365 * 24 * 3600 * 1000);
+    let body = format!(
+        "# Security contact for this server (RFC 9116).\n# Set it with --security-contact (or security-contact: in config.yaml).\nContact: {}\nExpires: {expires}\nPreferred-Languages: en\n",
+        state.config.security_contact
+    );
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"))], body).into_response()
 }
 
 async fn text_file(path: &'static str) -> Response {

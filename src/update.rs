@@ -32,8 +32,10 @@ use crate::clock::Clock;
 use crate::relative::Query;
 use crate::settings::{Settings, SettingsStore, UpdateCache};
 
-/// This project's own releases feed. Override with `--update-url` / `$CODE_SERVER_UPDATE_URL`.
-pub const DEFAULT_URL: &str = "https://api.github.com/repos/code-server-rs/code-server/releases/latest";
+/// coder/code-server's releases: our version is the code-server release whose VS Code build we
+/// run, so a newer one there means a newer VS Code build is available. Override with
+/// `--update-url` / `$CODE_SERVER_UPDATE_URL`.
+pub const DEFAULT_URL: &str = "https://api.github.com/repos/coder/code-server/releases/latest";
 /// How long a fetched answer is reused (code-server: 24 hours).
 pub const CACHE_TTL: Duration = Duration::from_secs(24 * 3600);
 /// The whole upstream exchange, redirects included.
@@ -137,6 +139,13 @@ impl UpdateChecker {
         let result = self.fetch().await.map(|version| UpdateCache { checked: self.clock.now_ms(), version });
         if let Ok(cache) = &result {
             self.settings.write(Settings { update: Some(cache.clone()), ..Default::default() });
+            if !is_latest(&cache.version, &self.current) {
+                tracing::info!(
+                    "code-server {} is available: a newer VS Code build than this one ({})",
+                    cache.version,
+                    self.current
+                );
+            }
         }
         let mut last = self.last.lock().unwrap();
         *last = (last.0 + 1, result.clone());

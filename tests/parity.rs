@@ -110,3 +110,51 @@ async fn sigusr1_and_sigusr2_restart_vscode_in_place() {
     }
     assert!(!s.stderr_text().contains("restarting in"), "a hotswap is not a crash: {}", s.stderr_text());
 }
+
+/// One product version: `--version` names the code-server release whose VS Code build runs,
+/// the one the workbench's Help > About shows, with the VS Code version beside it.
+#[tokio::test]
+async fn one_version_in_the_cli_and_the_workbench() {
+    let home = password_home();
+    let out = run(&home, &["--version"], &[]);
+    let words: Vec<&str> = out.stdout.split_whitespace().collect();
+    let (ours, vscode) = (words[0], words[4]);
+    assert_eq!(words[2..4], ["with", "Code"], "{}", out.stdout);
+    let json: serde_json::Value = serde_json::from_str(&run(&home, &["--version", "--json"], &[]).stdout).unwrap();
+    assert_eq!(json["codeServer"], ours);
+    assert_eq!(json["vscode"], vscode);
+
+    let s = Server::start(&home, &["--bind-addr", "127.0.0.1:0"], &[]);
+    let cookie = s.client().login(PASSWORD).await;
+    let page = s.client().get_with("/?ew=true", &[("cookie", &cookie)]).await.text();
+    // What About reads: the product configuration the workbench page carries.
+    assert!(page.contains(&format!("&quot;codeServerVersion&quot;:&quot;{ours}&quot;")), "About would not say {ours}");
+    assert!(s.stdout_text().contains(&format!("code-server {ours} ")));
+    let product: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(vscode_dir().join("code-server/lib/vscode/product.json")).unwrap())
+            .unwrap();
+    assert_eq!(product["version"], vscode, "Code: {vscode} as About shows it");
+}
+
+/// No placeholder ships: `/security.txt` names a real contact (code-server's by default, or
+/// `--security-contact`) and a future expiry; the update check's default feed is coder's
+/// code-server releases.
+#[tokio::test]
+async fn security_txt_and_the_update_feed_have_real_defaults() {
+    let home = password_home();
+    let s = Server::start(&home, &["--bind-addr", "127.0.0.1:0"], &[]);
+    let text = s.client().get("/security.txt").await.text();
+    assert!(text.contains("Contact: mailto:security@coder.com\n"), "{text}");
+    assert!(!text.contains(".invalid"));
+    let expires = text.lines().find_map(|l| l.strip_prefix("Expires: ")).unwrap();
+    assert!(expires > code_server::util::iso8601(code_server::util::now_ms()).as_str(), "{expires}");
+    drop(s);
+    let s =
+        Server::start(&home, &["--bind-addr", "127.0.0.1:0", "--security-contact", "https://example.org/report"], &[]);
+    assert!(s.client().get("/.well-known/security.txt").await.text().contains("Contact: https://example.org/report\n"));
+    let bad = run(&home, &["--security-contact", "nobody"], &[]);
+    assert_eq!(bad.code, Some(1));
+    assert!(bad.stderr.contains("--security-contact must be a mailto: or https: URI"), "{}", bad.stderr);
+    let help = run(&home, &["--help"], &[]).stdout;
+    assert!(help.contains("coder/code-server's releases"), "{help}");
+}

@@ -19,6 +19,10 @@ use std::time::Duration;
 use crate::paths::Paths;
 pub use parse::{CertArg, Parsed, Value};
 
+/// Where `/security.txt` sends reports unless `--security-contact` says otherwise: code-server's
+/// own contact, as its page has it (the VS Code build we serve is code-server's).
+pub const DEFAULT_SECURITY_CONTACT: &str = "mailto:security@coder.com";
+
 /// A start-up error: printed as one line, exit status 1.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CliError(String);
@@ -204,6 +208,8 @@ pub struct Config {
     pub disable_update_check: bool,
     /// Where `/update/check` reads the latest release (`--update-url`, `$CODE_SERVER_UPDATE_URL`).
     pub update_url: String,
+    /// The `Contact:` of `/security.txt` (`--security-contact`).
+    pub security_contact: String,
     pub disable_file_downloads: bool,
     pub disable_file_uploads: bool,
     pub disable_workspace_trust: bool,
@@ -460,6 +466,15 @@ pub fn resolve(
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => {}
         _ => return Err(CliError::new(format!("--update-url must be an http or https URL, got {update_url:?}"))),
     }
+    let security_contact = m.str("security-contact").unwrap_or(DEFAULT_SECURITY_CONTACT).trim().to_string();
+    match url::Url::parse(&security_contact) {
+        Ok(u) if matches!(u.scheme(), "mailto" | "https") && !security_contact.contains(['\n', '\r']) => {}
+        _ => {
+            return Err(CliError::new(format!(
+                "--security-contact must be a mailto: or https: URI, got {security_contact:?}"
+            )));
+        }
+    }
 
     let extensions = ExtensionCommands {
         list: m.flag("list-extensions"),
@@ -500,6 +515,7 @@ pub fn resolve(
         disable_telemetry: m.flag("disable-telemetry"),
         disable_update_check: m.flag("disable-update-check"),
         update_url,
+        security_contact,
         disable_file_downloads: m.flag("disable-file-downloads") || env_flag("CS_DISABLE_FILE_DOWNLOADS"),
         disable_file_uploads: m.flag("disable-file-uploads"),
         disable_workspace_trust: m.flag("disable-workspace-trust"),

@@ -268,8 +268,13 @@ pub static OPTIONS: &[OptSpec] = &[
         "update-url",
         Str,
         Some(
-            "URL of the latest-release JSON (GitHub's releases/latest format) that /update/check reads.\nAlso read from $CODE_SERVER_UPDATE_URL.",
+            "URL of the latest-release JSON (GitHub's releases/latest format) that /update/check reads.\nDefault: coder/code-server's releases. Also read from $CODE_SERVER_UPDATE_URL.",
         ),
+    ),
+    opt(
+        "security-contact",
+        Str,
+        Some("Contact of /security.txt (a mailto: or https: URI). Default: code-server's, mailto:security@coder.com."),
     ),
 ];
 
