@@ -19,6 +19,21 @@ pub fn describe(e: &io::Error) -> String {
     format!("{text} ({})", name(e))
 }
 
+/// The error's text as Node words it: the system's message, first letter lower-case,
+/// without Rust's ` (os error N)` suffix (`address already in use`).
+pub fn message(e: &io::Error) -> String {
+    let text = e.to_string();
+    let text = match text.rfind(" (os error ") {
+        Some(i) => &text[..i],
+        None => &text,
+    };
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(c) => c.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
 fn name_of(code: i32) -> Option<&'static str> {
     Some(match code {
         libc::EPERM => "EPERM",
@@ -104,5 +119,6 @@ mod tests {
         assert_eq!(name(&io::Error::from_raw_os_error(libc::EISDIR)), "EISDIR");
         assert_eq!(name(&io::Error::new(io::ErrorKind::PermissionDenied, "no")), "EACCES");
         assert_eq!(describe(&io::Error::new(io::ErrorKind::NotFound, "gone")), "gone (ENOENT)");
+        assert_eq!(message(&e), "address already in use");
     }
 }

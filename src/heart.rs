@@ -231,7 +231,7 @@ impl Heart {
             Ok(Ok(())) => {
                 self.file_writes.fetch_add(1, Ordering::Relaxed);
             }
-            Ok(Err(e)) => tracing::warn!("Failed to write heartbeat file: {e}"),
+            Ok(Err(e)) => tracing::warn!("Failed to write heartbeat file: {}", crate::errno::describe(&e)),
             Err(e) => tracing::warn!("Failed to write heartbeat file: {e}"),
         }
     }

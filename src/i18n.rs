@@ -52,7 +52,7 @@ impl Strings {
             std::io::ErrorKind::NotFound => CliError::new(format!(
                 "Custom strings file not found: {p}\nPlease ensure the file exists and is readable."
             )),
-            _ => CliError::new(format!("Failed to load custom strings from {p}: {e}")),
+            _ => CliError::new(format!("Failed to load custom strings from {p}: {}", crate::errno::describe(&e))),
         })?;
         let value: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| CliError::new(format!("Invalid JSON in custom strings file: {p}\n{e}")))?;

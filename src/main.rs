@@ -12,7 +12,7 @@ fn main() -> ExitCode {
     let env = Environment::capture();
     let cwd = match std::env::current_dir() {
         Ok(d) => d,
-        Err(e) => return fail(&format!("cannot read the working directory: {e}")),
+        Err(e) => return fail(&format!("cannot read the working directory: {}", code_server::errno::describe(&e))),
     };
     let loaded = match cli::load(&argv, &env, &cwd) {
         Ok(l) => l,

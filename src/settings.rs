@@ -80,7 +80,7 @@ fn clone_pair((k, v): (&String, &Value)) -> (String, Value) {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("Failed to write {}: {source}", path.display())]
+#[error("Failed to write {}: {}", path.display(), crate::errno::describe(source))]
 pub struct WriteError {
     path: PathBuf,
     #[source]

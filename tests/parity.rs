@@ -158,3 +158,43 @@ async fn security_txt_and_the_update_feed_have_real_defaults() {
     let help = run(&home, &["--help"], &[]).stdout;
     assert!(help.contains("coder/code-server's releases"), "{help}");
 }
+
+/// Errors carry the system's error name, as code-server's (Node's) do, so a search for the
+/// message finds answers; `--vscode-option` without a flag name is refused before starting.
+#[tokio::test]
+async fn errors_name_the_system_error() {
+    let home = password_home();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let out = run(&home, &["--bind-addr", &format!("127.0.0.1:{port}")], &[]);
+    assert_eq!(out.code, Some(1));
+    assert!(
+        out.stderr.contains(&format!("listen EADDRINUSE: address already in use 127.0.0.1:{port}")),
+        "{}",
+        out.stderr
+    );
+
+    let dir = home.path().join("a-directory");
+    std::fs::create_dir(&dir).unwrap();
+    let out = run(&home, &["--i18n", dir.to_str().unwrap(), "--bind-addr", "127.0.0.1:0"], &[]);
+    assert_eq!(out.code, Some(1));
+    assert!(
+        out.stderr.contains("Failed to load custom strings from") && out.stderr.contains("EISDIR"),
+        "{}",
+        out.stderr
+    );
+
+    let out = run(
+        &home,
+        &["--cert", dir.join("missing.crt").to_str().unwrap(), "--cert-key", "k", "--bind-addr", "127.0.0.1:0"],
+        &[],
+    );
+    assert_eq!(out.code, Some(1));
+    assert!(out.stderr.contains("ENOENT"), "{}", out.stderr);
+
+    for bad in ["--vscode-option==x", "--vscode-option=--", "--vscode-option=--=1"] {
+        let out = run(&home, &[bad, "--bind-addr", "127.0.0.1:0"], &[]);
+        assert_eq!(out.code, Some(1), "{bad}");
+        assert!(out.stderr.contains("--vscode-option requires a flag name"), "{bad}: {}", out.stderr);
+    }
+}

@@ -35,7 +35,7 @@ pub struct SessionRecord {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("session store I/O failed for {path}: {source}")]
+    #[error("session store I/O failed for {}: {}", path.display(), crate::errno::describe(source))]
     Io {
         path: PathBuf,
         #[source]

@@ -22,7 +22,9 @@ pub fn ensure_exists(path: &Path) -> Result<bool, CliError> {
     if path.exists() {
         return Ok(false);
     }
-    let fail = |e: std::io::Error| CliError::new(format!("could not create {}: {e}", path.display()));
+    let fail = |e: std::io::Error| {
+        CliError::new(format!("could not create {}: {}", path.display(), crate::errno::describe(&e)))
+    };
     // The directory holds the password: ours alone when we make it, whatever the umask.
     if let Some(dir) = path.parent() {
         use std::os::unix::fs::DirBuilderExt;

@@ -450,6 +450,13 @@ pub fn resolve(
     if let Some(extra) = env.get("VSCODE_OPTIONS") {
         vscode_options.extend(extra.split_whitespace().map(str::to_string));
     }
+    // As code-server: `flag=value` or a bare `flag`, leading `--` optional; no name is an error,
+    // reported before anything starts.
+    if let Some(bad) =
+        vscode_options.iter().find(|o| o.trim_start_matches("--").split('=').next().is_none_or(str::is_empty))
+    {
+        return Err(CliError::new(format!("--vscode-option requires a flag name, got {bad:?}")));
+    }
 
     let vscode_dir = m
         .str("vscode-dir")

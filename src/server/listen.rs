@@ -13,9 +13,10 @@ use crate::cli::Listen;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BindError {
-    #[error("listen {addr} failed: {source}")]
+    /// Node's shape, which code-server prints: `listen EADDRINUSE: address already in use 127.0.0.1:8080`.
+    #[error("listen {}: {} {addr}", crate::errno::name(source), crate::errno::message(source))]
     Tcp { addr: String, source: io::Error },
-    #[error("could not resolve {host}: {source}")]
+    #[error("could not resolve {host}: {}", crate::errno::describe(source))]
     Resolve { host: String, source: io::Error },
     #[error("--socket {}: {why}", path.display())]
     Socket { path: PathBuf, why: String },
@@ -120,7 +121,8 @@ fn bind_unix(path: &Path, mode: Option<u32>) -> Result<Listener, BindError> {
             if std::os::unix::net::UnixStream::connect(path).is_ok() {
                 return Err(fail("another server is already listening on this socket".into()));
             }
-            std::fs::remove_file(path).map_err(|e| fail(format!("could not remove the stale socket: {e}")))?;
+            std::fs::remove_file(path)
+                .map_err(|e| fail(format!("could not remove the stale socket: {}", crate::errno::describe(&e))))?;
         }
         Ok(meta) if meta.is_dir() => return Err(fail("is a directory".into())),
         Ok(_) => return Err(fail("exists and is not a socket; refusing to replace it".into())),
@@ -183,7 +185,7 @@ fn adopt_fd(fd: RawFd) -> Result<Listener, BindError> {
         }
         Err(e) => {
             let _ = std::os::fd::IntoRawFd::into_raw_fd(socket);
-            Err(fail(format!("not an open socket ({e})")))
+            Err(fail(format!("not an open socket ({})", crate::errno::describe(&e))))
         }
     }
 }

@@ -17,18 +17,26 @@ use crate::cli::Tls;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("could not read the certificate {}: {source}", path.display())]
+    #[error("could not read the certificate {}: {}", path.display(), pem_text(source))]
     Cert { path: PathBuf, source: rustls::pki_types::pem::Error },
     #[error("{} holds no certificate", .0.display())]
     NoCert(PathBuf),
-    #[error("could not read the certificate key {}: {source}", path.display())]
+    #[error("could not read the certificate key {}: {}", path.display(), pem_text(source))]
     Key { path: PathBuf, source: rustls::pki_types::pem::Error },
     #[error("the certificate and key do not work together: {0}")]
     Rustls(#[from] rustls::Error),
     #[error("could not generate a self-signed certificate: {0}")]
     Generate(#[from] rcgen::Error),
-    #[error("could not write {}: {source}", path.display())]
+    #[error("could not write {}: {}", path.display(), crate::errno::describe(source))]
     Write { path: PathBuf, source: io::Error },
+}
+
+/// A PEM error in words, with the system's error name when it is an I/O error.
+fn pem_text(e: &rustls::pki_types::pem::Error) -> String {
+    match e {
+        rustls::pki_types::pem::Error::Io(io) => crate::errno::describe(io),
+        other => other.to_string(),
+    }
 }
 
 /// A ready server config and the certificate file it came from (for the start-up line).

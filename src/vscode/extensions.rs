@@ -41,6 +41,9 @@ pub async fn run(config: &Config, build: &Build) -> Result<i32, String> {
     super::scrub_env(&mut cmd);
     // The CLI warns about its own deprecated APIs on stderr; that is noise for our users.
     cmd.env("NODE_NO_WARNINGS", "1").stdin(Stdio::null()).stdout(Stdio::inherit()).stderr(Stdio::inherit());
-    let status = cmd.status().await.map_err(|e| format!("cannot run VS Code's CLI ({}): {e}", build.node.display()))?;
+    let status = cmd
+        .status()
+        .await
+        .map_err(|e| format!("cannot run VS Code's CLI ({}): {}", build.node.display(), crate::errno::describe(&e)))?;
     Ok(status.code().unwrap_or(1))
 }

@@ -107,7 +107,7 @@ impl VsCode {
                 })
                 .await
                 .map_err(AppError::internal)?
-                .map_err(|e| AppError::internal(format!("cannot keep the mint key: {e}")))
+                .map_err(|e| AppError::internal(format!("cannot keep the mint key: {}", crate::errno::describe(&e))))
             })
             .await
             .copied()
