@@ -49,7 +49,7 @@ impl AppState {
     /// Builds the state with the given session store. Fails on configuration that can only be
     /// checked by loading it (custom strings, the password hash).
     pub fn new(config: Config, store: Arc<dyn SessionStore>, build: Build) -> Result<AppState, CliError> {
-        let mut strings = Strings::new(&config.app_name, config.locale.as_deref());
+        let mut strings = Strings::new(&config.app_name, config.locale.as_deref(), build.login_locales().as_deref());
         if let Some(path) = &config.i18n {
             strings.load_custom(path)?;
         }

@@ -86,17 +86,18 @@ impl Pages {
         self.strings.app_name()
     }
 
-    /// The login page for a request at `path`, with an optional error inside the form.
-    pub fn login(&self, path: &str, error: Option<LoginError>) -> String {
+    /// The login page for a request at `path`, with an optional error inside the form, in the
+    /// language `--locale` names or else the browser's (`accept_language`).
+    pub fn login(&self, path: &str, error: Option<LoginError>, accept_language: Option<&str>) -> String {
         let root = relative_root(path);
-        let s = &self.strings;
+        let s = self.strings.for_request(accept_language);
         let options = serde_json::json!({
             "base": root,
             "csStaticBase": format!("{root}/_static"),
             "codeServerVersion": crate::cli::help::VERSION,
         });
         LoginTemplate {
-            lang: &s.lang,
+            lang: s.code,
             title: s.get("LOGIN_TITLE"),
             root: &root,
             options_json: options.to_string(),

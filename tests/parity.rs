@@ -198,3 +198,45 @@ async fn errors_name_the_system_error() {
         assert!(out.stderr.contains("--vscode-option requires a flag name"), "{bad}: {}", out.stderr);
     }
 }
+
+/// The login page speaks code-server's languages: `--locale`, else the browser's language;
+/// `--i18n` still overrides, and a loaded strings file is logged as code-server logs it.
+#[tokio::test]
+async fn the_login_page_in_code_servers_languages() {
+    let locales = vscode_dir().join("code-server/out/node/i18n/locales");
+    let table = |lang: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(locales.join(format!("{lang}.json"))).unwrap()).unwrap()
+    };
+    let escaped = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    let title = |lang: &str| escaped(&table(lang)["LOGIN_TITLE"].as_str().unwrap().replace("{{app}}", "code-server"));
+
+    let home = password_home();
+    let s = Server::start(&home, &["--bind-addr", "127.0.0.1:0"], &[]);
+    let c = s.client();
+    for (accept, lang) in
+        [("ja-JP,ja;q=0.9", "ja"), ("th", "th"), ("ur-PK", "ur"), ("zh-CN,zh;q=0.9", "zh-cn"), ("de, fr", "en")]
+    {
+        let page = c.get_with("/login", &[("accept-language", accept)]).await.text();
+        assert!(page.contains(&format!("<title>{}</title>", title(lang))), "{accept}: {page}");
+        assert!(page.contains(&format!("<html lang=\"{lang}\">")), "{accept}");
+    }
+    // Errors too: a wrong password in Japanese.
+    let r = c.post_form("/login", "password=nope", &[("accept-language", "ja")]).await;
+    assert!(r.text().contains(&escaped(table("ja")["INCORRECT_PASSWORD"].as_str().unwrap())), "{}", r.text());
+    drop(s);
+
+    // --locale wins over the browser; --i18n overrides every language and is logged.
+    let strings = home.path().join("strings.json");
+    std::fs::write(&strings, r#"{"SUBMIT": "GO {{app}}"}"#).unwrap();
+    let s = Server::start(
+        &home,
+        &["--bind-addr", "127.0.0.1:0", "--locale", "zh-cn", "--i18n", strings.to_str().unwrap()],
+        &[],
+    );
+    assert!(s.stdout_text().contains("Loaded custom strings"), "{}", s.stdout_text());
+    let page = s.client().get_with("/login", &[("accept-language", "ja")]).await.text();
+    let welcome = escaped(&table("zh-cn")["WELCOME"].as_str().unwrap().replace("{{app}}", "code-server"));
+    assert!(page.contains(&welcome), "{page}");
+    assert!(page.contains("value=\"GO code-server\""), "{page}");
+    assert!(page.contains("欢迎来到 code-server"), "{page}");
+}

@@ -41,6 +41,8 @@ async fn login(
     let path = req.uri().path().to_string();
     let query = Query::parse(req.uri().query());
     let auth = &state.auth;
+    let lang = header_str(req.headers(), "accept-language");
+    let lang = Some(lang.as_str()).filter(|l| !l.is_empty());
 
     if matches!(auth.mode, Mode::None) {
         return Ok(found(&location(&path, &query, "/", &[])));
@@ -50,7 +52,7 @@ async fn login(
         return Ok(found(&location(&path, &query, &to, &[("to", None)])));
     }
     match *req.method() {
-        Method::GET | Method::HEAD => return Ok(login_page(&state, &path, None)),
+        Method::GET | Method::HEAD => return Ok(login_page(&state, &path, lang, None)),
         Method::POST => {}
         _ => {
             let mut res = AppError::new(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed").into_response();
@@ -71,12 +73,12 @@ async fn login(
     let device = auth.device_in(&headers);
     let key = device.map_or_else(|| ClientKey::from_ip(client), ClientKey::Device);
     let Some(attempt) = auth.limiter.begin(key) else {
-        return Ok(login_page(&state, &path, Some(LoginError::RateLimited)));
+        return Ok(login_page(&state, &path, lang, Some(LoginError::RateLimited)));
     };
     let password = form.password.as_deref().unwrap_or("");
     if password.trim().is_empty() {
         attempt.refund();
-        return Ok(login_page(&state, &path, Some(LoginError::MissingPassword)));
+        return Ok(login_page(&state, &path, lang, Some(LoginError::MissingPassword)));
     }
     let Mode::Password(checker) = &auth.mode else {
         unreachable!("handled above");
@@ -91,7 +93,7 @@ async fn login(
             timestamp = crate::util::now_ms() / 1000,
             "Failed login attempt"
         );
-        return Ok(login_page(&state, &path, Some(LoginError::IncorrectPassword)));
+        return Ok(login_page(&state, &path, lang, Some(LoginError::IncorrectPassword)));
     }
     attempt.refund();
 
@@ -179,8 +181,8 @@ fn same_origin(headers: &HeaderMap, authority: Option<&str>) -> bool {
     }
 }
 
-fn login_page(state: &AppState, path: &str, error: Option<LoginError>) -> Response {
-    let mut res = Html(state.pages.login(path, error)).into_response();
+fn login_page(state: &AppState, path: &str, accept_language: Option<&str>, error: Option<LoginError>) -> Response {
+    let mut res = Html(state.pages.login(path, error, accept_language)).into_response();
     res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     res
 }

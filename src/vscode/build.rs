@@ -60,6 +60,14 @@ struct Package {
 }
 
 impl Build {
+    /// code-server's login-page translations, when this is code-server's build
+    /// (`<package>/lib/vscode` → `<package>/out/node/i18n/locales`).
+    pub fn login_locales(&self) -> Option<PathBuf> {
+        self.code_server_version.as_ref()?;
+        let dir = self.root.parent()?.parent()?.join("out/node/i18n/locales");
+        dir.is_dir().then_some(dir)
+    }
+
     /// The URL segment VS Code serves its assets under: `<quality>-<commit>`.
     pub fn product_path(&self) -> String {
         format!("{}-{}", self.quality, self.commit)
