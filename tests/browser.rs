@@ -1,8 +1,9 @@
 //! The real workbench in headless Chromium (Debian's `chromium`), driven by Playwright
 //! (tests/browser/workbench.mjs) through our binary and the provisioned VS Code build: log in,
-//! edit and save a file, run a command in the terminal, see an extension installed from a .vsix,
-//! open a file from the command line, survive a SIGKILL of the VS Code server, sign out. Then
-//! SIGKILL our binary and check that nothing of VS Code survives it.
+//! edit and save a file, run a command in the terminal, `code-server FILE` typed into that
+//! terminal opens the file in the window, see an extension installed from a .vsix, open a file
+//! from the command line, survive a SIGKILL of the VS Code server, sign out (and the session is
+//! refused afterwards). Then SIGKILL our binary and check that nothing of VS Code survives it.
 
 mod common;
 
@@ -19,6 +20,7 @@ fn workbench_in_chromium() {
     std::fs::create_dir_all(&project).unwrap();
     std::fs::write(project.join("hello.txt"), "hello\n").unwrap();
     std::fs::write(project.join("other.txt"), "opened from the command line\n").unwrap();
+    std::fs::write(project.join("bar.txt"), "opened from the integrated terminal\n").unwrap();
     // xterm's DOM renderer, so the page's text can be read (headless Chromium has no GPU).
     let user = home.data_dir().join("User");
     std::fs::create_dir_all(&user).unwrap();
@@ -54,6 +56,8 @@ fn workbench_in_chromium() {
         .env("CS_OPEN_CMD", &open_cmd)
         .env("CS_OPEN_FILE", "other.txt")
         .env("CS_SCREENSHOT", &screenshot)
+        .env("CS_TERMINAL_FILE", "bar.txt")
+        .env("CS_LOOK", std::env::var_os("CS_LOOK").unwrap_or_else(|| home.path().join("look.png").into()))
         .status()
         .expect("run node (tests/browser: npm ci first)");
     assert!(

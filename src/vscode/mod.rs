@@ -54,8 +54,13 @@ impl VsCode {
             (Some(token), Some(_)) => vec![crate::cli::Secret::new(format!("--github-auth={}", token.expose()))],
             _ => vec![],
         };
-        let launch =
-            Launch { args: server_args(config, &build)?, env: child_env(config), runtime_dir, build, private_args };
+        let launch = Launch {
+            args: server_args(config, &build)?,
+            env: child_env(config, &build),
+            runtime_dir,
+            build,
+            private_args,
+        };
         let static_files = ServeDir::new(&launch.build.root)
             .precompressed_br()
             .precompressed_gzip()
@@ -212,9 +217,17 @@ pub(crate) fn scrub_env(cmd: &mut tokio::process::Command) {
     }
 }
 
-fn child_env(config: &Config) -> Vec<(String, String)> {
+/// What the child's environment gets besides ours: where the session registry is, and the Node
+/// VS Code runs on as `NODE_EXEC_PATH` (as code-server's wrapper sets it). Terminals inherit
+/// it, and `code-server FILE` typed into one runs VS Code's remote CLI
+/// (`bin/remote-cli/code-server`), which starts with `$NODE_EXEC_PATH` and would otherwise look
+/// for `<package>/lib/node`, which only code-server's own install has.
+fn child_env(config: &Config, build: &Build) -> Vec<(String, String)> {
     let socket = crate::session_socket::socket_path(config);
-    vec![("CODE_SERVER_SESSION_SOCKET".into(), socket.display().to_string())]
+    vec![
+        ("CODE_SERVER_SESSION_SOCKET".into(), socket.display().to_string()),
+        ("NODE_EXEC_PATH".into(), build.node.display().to_string()),
+    ]
 }
 
 pub fn routes(state: &AppState) -> Router<AppState> {

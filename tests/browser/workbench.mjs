@@ -7,6 +7,9 @@
 //   CS_KILL_CMD   shell command that SIGKILLs the VS Code server (optional)
 //   CS_OPEN_CMD   shell command running `code-server FILE` against this instance (optional)
 //   CS_OPEN_FILE  the file name that command opens
+//   CS_TERMINAL_FILE  a file in the opened folder that `code-server FILE` typed into the
+//                 integrated terminal must open as a tab (optional)
+//   CS_LOOK       where to save a screenshot of the workbench with that tab open (optional)
 //   CHROMIUM      browser executable (default /usr/bin/chromium)
 // Prints one line per step; exits non-zero with the failing step on error.
 import { chromium } from "playwright-core";
@@ -100,6 +103,19 @@ try {
   );
   done(step);
 
+  if (process.env.CS_TERMINAL_FILE) {
+    const name = process.env.CS_TERMINAL_FILE;
+    step = `code-server ${name} typed in the terminal opens it here`;
+    await page.keyboard.type(`code-server ${name}\n`);
+    await page.locator(".tabs-container .tab", { hasText: name }).first().waitFor();
+    // The command ends quietly: the shell prompt is back, no error was printed.
+    const rows = async () => page.evaluate(
+      () => [...document.querySelectorAll(".xterm-rows > div")].map((r) => r.textContent).join("\n"));
+    if (/not found|No such file|Error/.test(await rows())) throw new Error(`the terminal says:\n${await rows()}`);
+    if (process.env.CS_LOOK) await page.screenshot({ path: process.env.CS_LOOK });
+    done(step);
+  }
+
   if (extension) {
     step = "installed extension appears in the Extensions view";
     await runCommand("Extensions: Show Installed Extensions");
@@ -124,9 +140,12 @@ try {
     done(step);
   }
 
-  step = "sign out returns to the login page";
+  step = "sign out returns to the login page, and the session is gone";
   await runCommand("Sign out of");
   await page.waitForSelector("form.login-form input.password");
+  // The browser's cookie jar as it is now: a request that needs a session is refused.
+  const after = await page.request.post(new URL("mint-key", url).href);
+  if (after.status() !== 401) throw new Error(`after signing out, /mint-key answered ${after.status()}`);
   done(step);
 } catch (e) {
   console.error(`FAILED at step "${step}": ${e.message}`);
