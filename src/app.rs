@@ -52,6 +52,7 @@ impl AppState {
         let mut strings = Strings::new(&config.app_name, config.locale.as_deref(), build.login_locales().as_deref());
         if let Some(path) = &config.i18n {
             strings.load_custom(path)?;
+            tracing::info!("Loaded custom strings");
         }
         let mode = match (&config.auth, &config.password) {
             (AuthMode::Password, Some(p)) => Mode::Password(PasswordChecker::new(
@@ -103,6 +104,19 @@ impl AppState {
             update: Arc::new(update),
             lifecycle,
         })
+    }
+
+    /// What [`AppState::new`] would refuse in the configuration, checked without a VS Code
+    /// build: the password hash and the custom strings file. The binary checks this before it
+    /// listens, so a bad configuration never opens the port.
+    pub fn check(config: &Config) -> Result<(), CliError> {
+        if let (AuthMode::Password, Some(p)) = (&config.auth, &config.password) {
+            PasswordMethod::from_config(p).map_err(|e| CliError::new(e.to_string()))?;
+        }
+        if let Some(path) = &config.i18n {
+            Strings::new(&config.app_name, None, None).load_custom(path)?;
+        }
+        Ok(())
     }
 
     /// The default persistent session store's file.

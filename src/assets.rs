@@ -21,9 +21,7 @@ struct Assets;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/_static/{*path}", read_only(get(static_file)))
-        .route("/_static", read_only(get(not_found)))
-        .route("/_static/", read_only(get(not_found)))
+        .merge(static_routes())
         .route("/robots.txt", read_only(get(|| text_file("src/browser/robots.txt"))))
         .route("/security.txt", read_only(get(security_txt)))
         .route("/.well-known/security.txt", read_only(get(security_txt)))
@@ -31,8 +29,16 @@ pub fn routes() -> Router<AppState> {
         .route("/vscode/manifest.json", read_only(get(manifest)))
 }
 
+/// `/_static/…` alone, for any router (the first run's progress page uses it too).
+pub fn static_routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    Router::new()
+        .route("/_static/{*path}", read_only(get(static_file)))
+        .route("/_static", read_only(get(not_found)))
+        .route("/_static/", read_only(get(not_found)))
+}
+
 /// GET and HEAD only; anything else is 405 with `Allow: GET, HEAD`.
-fn read_only(route: MethodRouter<AppState>) -> MethodRouter<AppState> {
+fn read_only<S: Clone + Send + Sync + 'static>(route: MethodRouter<S>) -> MethodRouter<S> {
     route.fallback(|| async {
         let mut res = AppError::new(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed").into_response();
         res.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));

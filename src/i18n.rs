@@ -156,7 +156,6 @@ impl Strings {
             };
             self.custom.insert(k, s);
         }
-        tracing::info!("Loaded custom strings");
         Ok(())
     }
 

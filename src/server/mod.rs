@@ -112,11 +112,40 @@ pub async fn serve<A: App>(
     let mut tasks = JoinSet::new();
     let shared =
         Arc::new(Shared { app, lane, acceptor: tls.map(TlsAcceptor::from), draining: CancellationToken::new() });
-    tokio::pin!(shutdown);
+    accept_until(&listener, &shared, &mut tasks, shutdown).await;
+    listener.remove_socket_file();
+    drop(listener);
+    drain(&shared, tasks, SHUTDOWN_GRACE).await;
+}
+
+/// Serves `app` on `listener` until `until` resolves, then stops accepting and gives requests
+/// in flight a moment; the listener stays bound for what comes next. (The first run serves its
+/// progress page this way while VS Code is provisioned, then the server proper takes over.)
+pub async fn serve_meanwhile<A: App>(
+    listener: &Listener,
+    app: A,
+    tls: Option<Arc<ServerConfig>>,
+    until: impl Future<Output = ()>,
+) {
+    let mut tasks = JoinSet::new();
+    let shared =
+        Arc::new(Shared { app, lane: None, acceptor: tls.map(TlsAcceptor::from), draining: CancellationToken::new() });
+    accept_until(listener, &shared, &mut tasks, until).await;
+    drain(&shared, tasks, CLOSE_GRACE).await;
+}
+
+/// Accepts connections and starts serving each, until `stop` resolves.
+async fn accept_until<A: App>(
+    listener: &Listener,
+    shared: &Arc<Shared<A>>,
+    tasks: &mut JoinSet<()>,
+    stop: impl Future<Output = ()>,
+) {
+    tokio::pin!(stop);
     let mut backoff = Duration::ZERO;
     loop {
         let accepted = tokio::select! {
-            _ = &mut shutdown => break,
+            _ = &mut stop => break,
             a = listener.accept() => a,
         };
         let accepted = match accepted {
@@ -135,7 +164,7 @@ pub async fn serve<A: App>(
                 }
                 backoff = (backoff * 2).clamp(ACCEPT_BACKOFF, MAX_ACCEPT_BACKOFF);
                 tokio::select! {
-                    _ = &mut shutdown => break,
+                    _ = &mut stop => break,
                     _ = tokio::time::sleep(backoff) => {}
                 }
                 // Idle connections closing meanwhile give descriptors back.
@@ -156,14 +185,15 @@ pub async fn serve<A: App>(
         // Forget the connections that have ended.
         while tasks.try_join_next().is_some() {}
     }
-    listener.remove_socket_file();
-    drop(listener);
-    // Connections finish what they are doing and close; the express lane's and hyper's idle
-    // connections close at once.
+}
+
+/// Connections finish what they are doing and close (the express lane's and hyper's idle ones
+/// at once), within `grace`; whatever is left then is closed.
+async fn drain<A: App>(shared: &Shared<A>, mut tasks: JoinSet<()>, grace: Duration) {
     shared.draining.cancel();
-    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async { while tasks.join_next().await.is_some() {} }).await;
+    let drained = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
     if drained.is_err() {
-        tracing::warn!("Some connections did not finish within {}s; closing them", SHUTDOWN_GRACE.as_secs());
+        tracing::warn!("Some connections did not finish within {}s; closing them", grace.as_secs());
     }
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}

@@ -4,6 +4,7 @@
 
 pub mod build;
 pub mod extensions;
+pub mod first_run;
 pub mod forward;
 pub mod provision;
 pub mod supervisor;

@@ -15,10 +15,12 @@
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use tokio::io::AsyncBufReadExt;
+use tokio::sync::watch;
 
 use super::build::{Build, CODE_SERVER_VERSION};
 
@@ -89,8 +91,53 @@ fn node_package() -> String {
     format!("node-linux-{arch}")
 }
 
-/// Makes sure a complete build is at `target`, provisioning it if needed.
-pub async fn ensure(target: &Path) -> Result<Build, ProvisionError> {
+/// Where provisioning is, for whoever shows it (the page a browser sees while it runs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// What is being done now, in words.
+    pub step: String,
+    /// Of the whole provisioning, 0–100.
+    pub percent: u8,
+}
+
+/// Tells the watchers of a [`Status`] how provisioning goes. Cheap to clone.
+#[derive(Clone)]
+pub struct Reporter(Arc<watch::Sender<Status>>);
+
+impl Reporter {
+    /// A reporter and a receiver of what it reports.
+    pub fn new() -> (Reporter, watch::Receiver<Status>) {
+        let (tx, rx) = watch::channel(Status { step: "Checking the VS Code build".into(), percent: 0 });
+        (Reporter(Arc::new(tx)), rx)
+    }
+
+    /// A reporter nobody watches.
+    pub fn none() -> Reporter {
+        Reporter::new().0
+    }
+
+    fn set(&self, step: &str, percent: u8) {
+        self.0.send_if_modified(|s| {
+            let changed = s.step != step || s.percent != percent;
+            if changed {
+                *s = Status { step: step.to_string(), percent: percent.min(100) };
+            }
+            changed
+        });
+    }
+}
+
+/// The share of the whole run each step takes, in percent: (start, end).
+const SPAN_CODE_SERVER: (u8, u8) = (0, 25);
+const SPAN_NODE: (u8, u8) = (25, 35);
+const SPAN_NPM: (u8, u8) = (35, 38);
+const SPAN_INSTALL: (u8, u8) = (38, 75);
+const SPAN_INSTALL_EXTENSIONS: (u8, u8) = (75, 85);
+const SPAN_COMPRESS: (u8, u8) = (85, 99);
+
+/// Makes sure a complete build is at `target`, provisioning it if needed; `report` hears how
+/// it goes.
+pub async fn ensure(target: &Path, report: &Reporter) -> Result<Build, ProvisionError> {
     if let Some(build) = existing(target) {
         return Ok(build);
     }
@@ -102,7 +149,7 @@ pub async fn ensure(target: &Path) -> Result<Build, ProvisionError> {
     locked(parent, || async {
         match existing(target) {
             Some(build) => Ok(build),
-            None => provision(target, parent).await,
+            None => provision(target, parent, report).await,
         }
     })
     .await
@@ -110,7 +157,7 @@ pub async fn ensure(target: &Path) -> Result<Build, ProvisionError> {
 
 /// A Node runtime for a build that brings none (code-server's own `lib/vscode`):
 /// `<data dir>/vscode/node-<version>/bin/node`, downloaded once.
-pub async fn ensure_node(data_dir: &Path) -> Result<PathBuf, ProvisionError> {
+pub async fn ensure_node(data_dir: &Path, report: &Reporter) -> Result<PathBuf, ProvisionError> {
     let node = node_path(data_dir);
     let target = node.parent().and_then(Path::parent).expect("node_path has two parents").to_path_buf();
     let parent = data_dir.join("vscode");
@@ -126,7 +173,8 @@ pub async fn ensure_node(data_dir: &Path) -> Result<PathBuf, ProvisionError> {
         std::fs::create_dir_all(&staging).map_err(|e| failed(format!("creating {}", staging.display()), e))?;
         let result = async {
             let client = crate::net::download_client().map_err(|e| failed("starting the HTTP client", e))?;
-            fetch_package(&client, &registry(), &node_package(), NODE_VERSION, &staging.join("node")).await?;
+            let node_dir = staging.join("node");
+            fetch_package(&client, &registry(), &node_package(), NODE_VERSION, &node_dir, report, (0, 99)).await?;
             std::fs::rename(staging.join("node"), &target)
                 .map_err(|e| failed(format!("moving Node to {}", target.display()), e))
         }
@@ -161,15 +209,15 @@ where
     result
 }
 
-/// A finished build at `target`, if there is one.
-fn existing(target: &Path) -> Option<Build> {
+/// A finished build at `target`, if there is one (nothing to provision).
+pub fn existing(target: &Path) -> Option<Build> {
     if !target.join(MARKER).is_file() {
         return None;
     }
     Build::locate(target, None).ok()
 }
 
-async fn provision(target: &Path, parent: &Path) -> Result<Build, ProvisionError> {
+async fn provision(target: &Path, parent: &Path, report: &Reporter) -> Result<Build, ProvisionError> {
     let name = target.file_name().and_then(|n| n.to_str()).unwrap_or("build");
     // Leftovers of interrupted runs.
     if let Ok(entries) = std::fs::read_dir(parent) {
@@ -185,7 +233,7 @@ async fn provision(target: &Path, parent: &Path) -> Result<Build, ProvisionError
         "Provisioning VS Code (code-server {CODE_SERVER_VERSION}, Node {NODE_VERSION}) into {}",
         target.display()
     );
-    let result = provision_into(&staging).await;
+    let result = provision_into(&staging, report).await;
     let result = result.and_then(|()| {
         if target.exists() {
             // An unmarked (incomplete) directory from an older, less careful run.
@@ -202,25 +250,26 @@ async fn provision(target: &Path, parent: &Path) -> Result<Build, ProvisionError
     Ok(build)
 }
 
-async fn provision_into(staging: &Path) -> Result<(), ProvisionError> {
+async fn provision_into(staging: &Path, report: &Reporter) -> Result<(), ProvisionError> {
     std::fs::create_dir_all(staging).map_err(|e| failed(format!("creating {}", staging.display()), e))?;
     let client = crate::net::download_client().map_err(|e| failed("starting the HTTP client", e))?;
     let registry = registry();
     let node_pkg = node_package();
-    for (pkg, version, dir) in [
-        ("code-server", CODE_SERVER_VERSION, "code-server"),
-        (node_pkg.as_str(), NODE_VERSION, "node"),
-        ("npm", NPM_VERSION, "npm"),
+    for (pkg, version, dir, span) in [
+        ("code-server", CODE_SERVER_VERSION, "code-server", SPAN_CODE_SERVER),
+        (node_pkg.as_str(), NODE_VERSION, "node", SPAN_NODE),
+        ("npm", NPM_VERSION, "npm", SPAN_NPM),
     ] {
-        fetch_package(&client, &registry, pkg, version, &staging.join(dir)).await?;
+        fetch_package(&client, &registry, pkg, version, &staging.join(dir), report, span).await?;
     }
     let node_dir = staging.join("node");
     let vscode = staging.join("code-server/lib/vscode");
-    npm_install(&node_dir, &staging.join("npm"), &vscode).await?;
-    npm_install(&node_dir, &staging.join("npm"), &vscode.join("extensions")).await?;
+    npm_install(&node_dir, &staging.join("npm"), &vscode, report, SPAN_INSTALL).await?;
+    npm_install(&node_dir, &staging.join("npm"), &vscode.join("extensions"), report, SPAN_INSTALL_EXTENSIONS).await?;
     link_cli_scripts(&vscode)?;
     let root = vscode.clone();
-    let (files, saved) = tokio::task::spawn_blocking(move || precompress(&root))
+    let reporter = report.clone();
+    let (files, saved) = tokio::task::spawn_blocking(move || precompress(&root, &reporter))
         .await
         .map_err(|e| failed("compressing static files", e))??;
     tracing::info!("Precompressed {files} static files (brotli and gzip; {} MB smaller over the wire)", saved >> 20);
@@ -254,6 +303,8 @@ async fn fetch_package(
     name: &str,
     version: &str,
     dest: &Path,
+    report: &Reporter,
+    span: (u8, u8),
 ) -> Result<(), ProvisionError> {
     let what = format!("{name}@{version}");
     let manifest_url = format!("{registry}{name}/{version}");
@@ -265,7 +316,7 @@ async fn fetch_package(
     let dist = manifest.dist;
 
     let tmp = dest.with_extension("tgz");
-    let (sha512, sha1) = download(client, &dist.tarball, &tmp, &what).await?;
+    let (sha512, sha1) = download(client, &dist.tarball, &tmp, &what, report, span).await?;
     let ok = match (&dist.integrity, &dist.shasum) {
         (Some(integrity), _) => integrity.split_whitespace().any(|i| match i.split_once('-') {
             Some(("sha512", b64)) => base64::engine::general_purpose::STANDARD.encode(&sha512) == b64,
@@ -295,10 +346,12 @@ async fn download(
     url: &str,
     path: &Path,
     label: &str,
+    report: &Reporter,
+    span: (u8, u8),
 ) -> Result<(Vec<u8>, Vec<u8>), ProvisionError> {
     let fail = |e: &dyn std::error::Error| failed(format!("downloading {url}"), crate::net::error_chain(e));
     let mut res = client.get(url).send().await.and_then(|r| r.error_for_status()).map_err(|e| fail(&e))?;
-    let mut progress = Progress::new(format!("Downloading {label}"), res.content_length());
+    let mut progress = Progress::new(format!("Downloading {label}"), res.content_length(), report.clone(), span);
     let mut file = std::fs::File::create(path).map_err(|e| fail(&e))?;
     let mut sha512 = ring::digest::Context::new(&ring::digest::SHA512);
     let mut sha1 = ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
@@ -330,7 +383,13 @@ fn unpack(tgz: &Path, dest: &Path) -> std::io::Result<()> {
 
 /// `npm install --omit=dev` in `dir` with our Node first on PATH. Native modules build
 /// against the Node headers in `node_dir`, so node-gyp downloads nothing.
-async fn npm_install(node_dir: &Path, npm_dir: &Path, dir: &Path) -> Result<(), ProvisionError> {
+async fn npm_install(
+    node_dir: &Path,
+    npm_dir: &Path,
+    dir: &Path,
+    report: &Reporter,
+    span: (u8, u8),
+) -> Result<(), ProvisionError> {
     let what = format!("npm install in {}", dir.display());
     let path = std::env::join_paths(
         std::iter::once(node_dir.join("bin"))
@@ -378,12 +437,30 @@ async fn npm_install(node_dir: &Path, npm_dir: &Path, dir: &Path) -> Result<(), 
         }));
     }
     let started = Instant::now();
-    let mut ticker = tokio::time::interval(Duration::from_secs(30));
+    // How long it takes is not known in advance: the share creeps towards its end, a point
+    // every few seconds, and never reaches it before npm is done.
+    let step = if dir.ends_with("extensions") {
+        "Installing the built-in extensions' dependencies"
+    } else {
+        "Installing VS Code's dependencies"
+    };
+    report.set(step, span.0);
+    let mut ticker = tokio::time::interval(Duration::from_secs(2));
     ticker.tick().await;
+    let mut logged = 0;
     let status = loop {
         tokio::select! {
             s = child.wait() => break s.map_err(|e| failed(&what, e))?,
-            _ = ticker.tick() => tracing::info!("  still installing ({}s)", started.elapsed().as_secs()),
+            _ = ticker.tick() => {
+                let secs = started.elapsed().as_secs();
+                let width = u64::from(span.1 - span.0);
+                let share = width * secs / (secs + 60);
+                report.set(&format!("{step} ({secs}s)"), span.0 + share as u8);
+                if secs / 30 > logged {
+                    logged = secs / 30;
+                    tracing::info!("  still installing ({secs}s)");
+                }
+            }
         }
     };
     for r in readers {
@@ -421,13 +498,18 @@ fn compressible(path: &Path) -> bool {
 /// Writes `.br` and `.gz` siblings for the static files VS Code's web client loads (`out/`,
 /// `extensions/` without their node_modules, `resources/`). Two threads share the work.
 /// Returns how many files were compressed and how many bytes brotli saves.
-pub fn precompress(root: &Path) -> Result<(usize, u64), ProvisionError> {
+pub fn precompress(root: &Path, report: &Reporter) -> Result<(usize, u64), ProvisionError> {
     let mut files = vec![];
     for top in ["out", "extensions", "resources"] {
         collect(&root.join(top), &mut files);
     }
     let total: u64 = files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
-    let progress = std::sync::Mutex::new(Progress::new("Compressing static files".into(), Some(total)));
+    let progress = std::sync::Mutex::new(Progress::new(
+        "Compressing static files".into(),
+        Some(total),
+        report.clone(),
+        SPAN_COMPRESS,
+    ));
     let next = std::sync::atomic::AtomicUsize::new(0);
     let saved = std::sync::atomic::AtomicU64::new(0);
     let errors = std::sync::Mutex::new(vec![]);
@@ -493,26 +575,34 @@ fn compress_file(path: &Path) -> std::io::Result<(u64, u64)> {
     Ok((data.len() as u64, br.len() as u64))
 }
 
-/// Progress of a long step: a bar on a terminal, a log line every few seconds otherwise.
+/// Progress of a long step: a bar on a terminal, a log line every few seconds otherwise, and
+/// its share of the whole run (`span`) told to the [`Reporter`].
 struct Progress {
     label: String,
     total: Option<u64>,
     done: u64,
     tty: bool,
     last: Instant,
+    report: Reporter,
+    span: (u8, u8),
 }
 
 impl Progress {
-    fn new(label: String, total: Option<u64>) -> Progress {
+    fn new(label: String, total: Option<u64>, report: Reporter, span: (u8, u8)) -> Progress {
         let tty = std::io::stderr().is_terminal();
         if !tty {
             tracing::info!("{label}{}", total.map(|t| format!(" ({:.1} MB)", t as f64 / 1e6)).unwrap_or_default());
         }
-        Progress { label, total, done: 0, tty, last: Instant::now() }
+        report.set(&label, span.0);
+        Progress { label, total, done: 0, tty, last: Instant::now(), report, span }
     }
 
     fn advance(&mut self, n: u64) {
         self.done += n;
+        if let Some(t) = self.total.filter(|t| *t > 0) {
+            let share = u64::from(self.span.1 - self.span.0) * self.done.min(t) / t;
+            self.report.set(&self.label, self.span.0 + share as u8);
+        }
         let every = if self.tty { Duration::from_millis(100) } else { Duration::from_secs(5) };
         if self.last.elapsed() >= every {
             self.last = Instant::now();
@@ -568,7 +658,7 @@ mod tests {
         std::fs::write(d.path().join("out/tiny.js"), "1").unwrap();
         std::fs::create_dir_all(d.path().join("extensions/x/node_modules")).unwrap();
         std::fs::write(d.path().join("extensions/x/node_modules/dep.js"), body.as_bytes()).unwrap();
-        let (n, saved) = precompress(d.path()).unwrap();
+        let (n, saved) = precompress(d.path(), &Reporter::none()).unwrap();
         assert_eq!(n, 1, "small files and extension node_modules are skipped");
         assert!(saved > 0);
         let mut out = String::new();
