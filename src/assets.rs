@@ -11,7 +11,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
 use rust_embed::RustEmbed;
 
-use crate::app::AppState;
+use std::sync::Arc;
+
+use axum::extract::FromRef;
+
 use crate::error::AppError;
 use crate::relative::relative_root;
 
@@ -19,7 +22,20 @@ use crate::relative::relative_root;
 #[folder = "static/"]
 struct Assets;
 
-pub fn routes() -> Router<AppState> {
+/// What the public files say about this server.
+#[derive(Debug, Clone)]
+pub struct Site {
+    /// `--app-name`, the manifest's name.
+    pub app_name: String,
+    /// `--security-contact`, the `Contact:` of `/security.txt`.
+    pub security_contact: String,
+}
+
+pub fn routes<S>() -> Router<S>
+where
+    Arc<Site>: FromRef<S>,
+    S: Clone + Send + Sync + 'static,
+{
     Router::new()
         .merge(static_routes())
         .route("/robots.txt", read_only(get(|| text_file("src/browser/robots.txt"))))
@@ -78,11 +94,11 @@ async fn static_file(Path(path): Path<String>, headers: HeaderMap) -> Result<Res
 }
 
 /// RFC 9116: who to tell about a vulnerability (`--security-contact`), valid for a year from now.
-async fn security_txt(State(state): State<AppState>) -> Response {
+async fn security_txt(State(site): State<Arc<Site>>) -> Response {
     let expires = crate::util::iso8601(crate::util::now_ms() + 365 * 24 * 3600 * 1000);
     let body = format!(
         "# Security contact for this server (RFC 9116).\n# Set it with --security-contact (or security-contact: in config.yaml).\nContact: {}\nExpires: {expires}\nPreferred-Languages: en\n",
-        state.config.security_contact
+        site.security_contact
     );
     ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"))], body).into_response()
 }
@@ -113,7 +129,7 @@ fn content_type(path: &str) -> &'static str {
 }
 
 /// The PWA manifest, icons relative to the request so it works under any base path.
-async fn manifest(State(state): State<AppState>, uri: Uri) -> Response {
+async fn manifest(State(site): State<Arc<Site>>, uri: Uri) -> Response {
     let root = relative_root(uri.path());
     let icon = |name: &str, size: u32, purpose: &str| {
         serde_json::json!({
@@ -123,7 +139,7 @@ async fn manifest(State(state): State<AppState>, uri: Uri) -> Response {
             "purpose": purpose,
         })
     };
-    let name = state.pages.app_name();
+    let name = &site.app_name;
     let body = serde_json::json!({
         "name": name,
         "short_name": name,

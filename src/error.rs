@@ -1,16 +1,11 @@
 //! HTTP errors in code-server's shapes (spec §3.13): JSON `{"error": "<message>"}`, or the HTML
 //! error page when the client accepts HTML. Handlers return [`AppError`]; its response carries
-//! the error as an extension, and [`render_errors`] (which sees the request) swaps in the page.
-//! 5xx bodies never carry internal details: those go to the log.
+//! the error as an extension, and [`crate::pages::render_errors`] (which sees the request) swaps
+//! in the page. 5xx bodies never carry internal details: those go to the log.
 
 use axum::Json;
-use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware::Next;
-use axum::response::{Html, IntoResponse, Response};
-
-use crate::app::AppState;
-use crate::relative::Query;
+use axum::response::{IntoResponse, Response};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppError {
@@ -67,46 +62,7 @@ impl IntoResponse for AppError {
     }
 }
 
-impl From<crate::auth::session::StoreError> for AppError {
-    fn from(e: crate::auth::session::StoreError) -> AppError {
-        AppError::internal(e)
-    }
-}
-
 /// Does the client want HTML? (code-server: `Accept` contains `text/html`.)
 pub fn accepts_html(headers: &HeaderMap) -> bool {
     headers.get_all(header::ACCEPT).iter().any(|v| v.to_str().is_ok_and(|s| s.contains("text/html")))
-}
-
-/// Middleware: turns [`AppError`] responses into the HTML error page for HTML clients.
-pub async fn render_errors(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let html = accepts_html(req.headers());
-    let path = req.uri().path().to_string();
-    let to = Query::parse(req.uri().query()).get("to").map(str::to_string);
-    let res = next.run(req).await;
-    if !html {
-        return res;
-    }
-    as_page(&state, res, &path, to.as_deref())
-}
-
-/// Swaps the body of an [`AppError`] response for the HTML error page of a request at `path`
-/// (with `to` from its query); other responses pass unchanged. Used by [`render_errors`] and by
-/// the port proxy, which answers outside the router's layers.
-pub fn as_page(state: &AppState, res: Response, path: &str, to: Option<&str>) -> Response {
-    let Some(err) = res.extensions().get::<AppError>().cloned() else {
-        return res;
-    };
-    let page = state.pages.error(&err, path, to);
-    let (mut parts, _body) = res.into_parts();
-    let mut out = (err.status, Html(page)).into_response();
-    // Keep headers a handler added on purpose (Allow, Set-Cookie), replace the body's own.
-    for name in [header::CONTENT_TYPE, header::CONTENT_LENGTH] {
-        parts.headers.remove(&name);
-    }
-    for (name, value) in parts.headers.iter() {
-        out.headers_mut().append(name.clone(), value.clone());
-    }
-    crate::headers::add_private_headers(out.headers_mut());
-    out
 }

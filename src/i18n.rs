@@ -9,8 +9,6 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use crate::cli::CliError;
-
 /// Every key the pages use, with its English text.
 const ENGLISH: &[(&str, &str)] = &[
     ("LOGIN_TITLE", "{{app}} login"),
@@ -28,6 +26,11 @@ const ENGLISH: &[(&str, &str)] = &[
     ("LOGOUT_EXPLANATION", "Another site sent you here. Sign out only if you meant to."),
     ("LOGOUT_BUTTON", "SIGN OUT"),
 ];
+
+/// A custom strings file that cannot be used, in code-server's words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct I18nError(String);
 
 /// The languages code-server's login page knows.
 pub const LANGUAGES: [&str; 5] = ["en", "ja", "th", "ur", "zh-cn"];
@@ -133,24 +136,24 @@ impl Strings {
     }
 
     /// Merges a custom strings file over the built-in table, with code-server's error messages.
-    pub fn load_custom(&mut self, path: &Path) -> Result<(), CliError> {
+    pub fn load_custom(&mut self, path: &Path) -> Result<(), I18nError> {
         let p = path.display();
         let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => CliError::new(format!(
-                "Custom strings file not found: {p}\nPlease ensure the file exists and is readable."
-            )),
-            _ => CliError::new(format!("Failed to load custom strings from {p}: {}", crate::errno::describe(&e))),
+            std::io::ErrorKind::NotFound => {
+                I18nError(format!("Custom strings file not found: {p}\nPlease ensure the file exists and is readable."))
+            }
+            _ => I18nError(format!("Failed to load custom strings from {p}: {}", crate::errno::describe(&e))),
         })?;
         let value: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| CliError::new(format!("Invalid JSON in custom strings file: {p}\n{e}")))?;
+            .map_err(|e| I18nError(format!("Invalid JSON in custom strings file: {p}\n{e}")))?;
         let serde_json::Value::Object(map) = value else {
-            return Err(CliError::new(format!(
+            return Err(I18nError(format!(
                 "Failed to load custom strings from {p}: expected a JSON object of strings"
             )));
         };
         for (k, v) in map {
             let serde_json::Value::String(s) = v else {
-                return Err(CliError::new(format!(
+                return Err(I18nError(format!(
                     "Failed to load custom strings from {p}: the value of {k} is not a string"
                 )));
             };

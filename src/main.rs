@@ -2,11 +2,14 @@
 
 use std::process::ExitCode;
 
-use code_server::app::AppState;
-use code_server::cli::{self, AuthMode, Command, Config, Environment, PasswordSource, Tls};
+use code_server::app::{self, AppState};
+use code_server::auth::password::PasswordSource;
+use code_server::cli::{self, AuthMode, Command, Config};
+use code_server::environment::Environment;
+use code_server::server::tls::Tls;
 use code_server::server::{self, Listener};
 use code_server::vscode::provision::Reporter;
-use code_server::{lifecycle, logging, private_dir, session_socket, vscode};
+use code_server::{lifecycle, logging, private_dir, session_socket, vscode, workspaces};
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args_os().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
@@ -64,7 +67,8 @@ fn main() -> ExitCode {
             Mode::Provision => provision(&config).await.map(|()| 0),
             Mode::Extensions => {
                 let build = vscode_build(&config, &Reporter::none()).await?;
-                vscode::extensions::run(&config, &build).await
+                let (dirs, options) = (app::owner_dirs(&config), app::vscode_options(&config));
+                vscode::extensions::run(&config.extensions, &dirs, &options, &build).await
             }
         }
     });
@@ -138,8 +142,9 @@ async fn provision(config: &Config) -> Result<(), String> {
 async fn serve(config: Config) -> Result<(), String> {
     // `code-server FILE` while an instance runs (or from its terminal) opens FILE there.
     let hook = std::env::var("VSCODE_IPC_HOOK_CLI").ok();
-    if let Some(window) = session_socket::existing_instance(&config, hook.as_deref()).await? {
-        return session_socket::open_in(&window, &config).await;
+    let open = app::open_request(&config);
+    if let Some(window) = session_socket::existing_instance(&open, hook.as_deref()).await? {
+        return session_socket::open_in(&window, &open).await;
     }
     // Where we keep code, sockets and secrets: ours alone, or we do not start.
     let private = [
@@ -152,7 +157,7 @@ async fn serve(config: Config) -> Result<(), String> {
     }
     // From here on our output is also kept in the data dir, as code-server keeps it.
     logging::mirror_to(&config.paths.data.join("coder-logs"));
-    tracing::info!("code-server {} {}", cli::help::VERSION, cli::help::commit());
+    tracing::info!("code-server {} {}", code_server::version::VERSION, code_server::version::commit());
     tracing::info!("Using user-data-dir {}", config.user_data_dir.display());
     tracing::debug!("Using extensions-dir {}", config.extensions_dir.display());
     tracing::info!("Using config file {}", config.config_file.display());
@@ -201,14 +206,11 @@ async fn serve(config: Config) -> Result<(), String> {
         Ok(n) => tracing::debug!("Dropped {n} expired or outdated sessions"),
         Err(e) => tracing::warn!("{e}"),
     }
-    // The editor-session registry lives as long as the server.
-    let registry = session_socket::socket_path(&config);
-    state.lifecycle.spawn("session registry", |t| session_socket::serve(registry, t.cancelled_owned()));
-    let supervisor = state.vscode.supervisor.clone();
-    state.lifecycle.spawn("hotswap signals", |t| vscode::hotswap_on_signals(hotswap, supervisor, t));
+    let workspaces = state.workspaces.clone();
+    state.lifecycle.spawn("hotswap signals", |t| workspaces::hotswap_on_signals(hotswap, workspaces, t));
 
     // Both ways of stopping (a signal, the idle timeout) are a clean exit.
-    lifecycle::run(state, listener, tls.map(|t| t.config), lifecycle::first_signal(signals)).await;
+    app::run(state, listener, tls.map(|t| t.config), lifecycle::first_signal(signals)).await;
     Ok(())
 }
 

@@ -1,11 +1,18 @@
 //! The HTML pages we render: the login page and the error page (spec §3.4, §3.13). Templates
 //! live in `templates/`; askama checks them at compile time and escapes every value.
 
-use askama::Template;
+use std::sync::Arc;
 
-use crate::cli::{Config, PasswordSource};
+use askama::Template;
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{Html, IntoResponse, Response};
+
+use crate::auth::password::PasswordSource;
+use crate::error::{AppError, accepts_html};
 use crate::i18n::Strings;
-use crate::relative::{normalize, relative_root};
+use crate::relative::{Query, normalize, relative_root};
 
 #[derive(Template)]
 #[template(path = "login.html")]
@@ -90,13 +97,15 @@ impl LoginError {
 }
 
 impl Pages {
-    pub fn new(config: &Config, strings: Strings) -> Pages {
-        let password_hint_key = match config.password.as_ref().map(|p| p.source) {
+    /// `welcome_text`: `--welcome-text`; `password_source`: where the password came from (the
+    /// login page's hint).
+    pub fn new(strings: Strings, welcome_text: Option<String>, password_source: Option<PasswordSource>) -> Pages {
+        let password_hint_key = match password_source {
             Some(PasswordSource::EnvPassword) => "LOGIN_USING_ENV_PASSWORD",
             Some(PasswordSource::EnvHashedPassword) => "LOGIN_USING_HASHED_PASSWORD",
             _ => "LOGIN_PASSWORD",
         };
-        Pages { strings, welcome_text: config.welcome_text.clone(), password_hint_key }
+        Pages { strings, welcome_text, password_hint_key }
     }
 
     pub fn app_name(&self) -> &str {
@@ -111,7 +120,7 @@ impl Pages {
         let options = serde_json::json!({
             "base": root,
             "csStaticBase": format!("{root}/_static"),
-            "codeServerVersion": crate::cli::help::VERSION,
+            "codeServerVersion": crate::version::VERSION,
         });
         LoginTemplate {
             lang: s.code,
@@ -148,7 +157,7 @@ impl Pages {
 
     /// The error page. "go home" leads to the relative root plus the request's `to` (if any);
     /// being relative, it cannot lead off-site.
-    pub fn error(&self, err: &crate::error::AppError, path: &str, to: Option<&str>) -> String {
+    pub fn error(&self, err: &AppError, path: &str, to: Option<&str>) -> String {
         let (status, message) = (err.status, err.message.as_str());
         let root = relative_root(path);
         let home = normalize(&format!("{root}/{}", to.unwrap_or("/")), true);
@@ -164,4 +173,37 @@ impl Pages {
         .render()
         .expect("the error template renders")
     }
+}
+
+/// Middleware: turns [`AppError`] responses into the HTML error page for HTML clients.
+pub async fn render_errors(State(pages): State<Arc<Pages>>, req: Request, next: Next) -> Response {
+    let html = accepts_html(req.headers());
+    let path = req.uri().path().to_string();
+    let to = Query::parse(req.uri().query()).get("to").map(str::to_string);
+    let res = next.run(req).await;
+    if !html {
+        return res;
+    }
+    as_page(&pages, res, &path, to.as_deref())
+}
+
+/// Swaps the body of an [`AppError`] response for the HTML error page of a request at `path`
+/// (with `to` from its query); other responses pass unchanged. Used by [`render_errors`] and by
+/// the port proxy, which answers outside the router's layers.
+pub fn as_page(pages: &Pages, res: Response, path: &str, to: Option<&str>) -> Response {
+    let Some(err) = res.extensions().get::<AppError>().cloned() else {
+        return res;
+    };
+    let page = pages.error(&err, path, to);
+    let (mut parts, _body) = res.into_parts();
+    let mut out = (err.status, Html(page)).into_response();
+    // Keep headers a handler added on purpose (Allow, Set-Cookie), replace the body's own.
+    for name in [header::CONTENT_TYPE, header::CONTENT_LENGTH] {
+        parts.headers.remove(&name);
+    }
+    for (name, value) in parts.headers.iter() {
+        out.headers_mut().append(name.clone(), value.clone());
+    }
+    crate::headers::add_private_headers(out.headers_mut());
+    out
 }

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::cli::Environment;
+use crate::environment::Environment;
 
 /// Where code-server keeps its files when no flag says otherwise.
 #[derive(Debug, Clone)]

@@ -20,8 +20,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::cli::Config;
-
 /// One registered window: the raw entry as the extension host sent it, plus its socket.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Entry {
@@ -136,9 +134,19 @@ async fn delete_session(State(r): State<Registry>, body: Option<Json<DeleteBody>
     }
 }
 
-/// The registry's socket path for this configuration.
-pub fn socket_path(config: &Config) -> PathBuf {
-    config.session_socket.clone().unwrap_or_else(|| config.user_data_dir.join("code-server-ipc.sock"))
+/// What `code-server PATH...` asks of a running instance (spec §4.7).
+#[derive(Debug, Clone, Default)]
+pub struct OpenRequest {
+    /// The registry to ask: the instance's session socket.
+    pub registry: PathBuf,
+    /// The paths given, made absolute.
+    pub paths: Vec<PathBuf>,
+    /// `-r` / `--reuse-window`.
+    pub reuse_window: bool,
+    /// `-n` / `--new-window`.
+    pub new_window: bool,
+    /// Nothing but paths was typed (then an instance that is up may take them).
+    pub only_paths: bool,
 }
 
 /// Serves the registry on `path` until `shutdown`. A socket file already there is replaced (a
@@ -226,33 +234,30 @@ async fn ask_registry(registry: &Path, file_path: &Path) -> Option<String> {
 /// Inside a code-server terminal (`$VSCODE_IPC_HOOK_CLI` set) paths go to that window. Unlike
 /// code-server, this only happens when paths (or `-r`/`-n`) were given, so a new server can
 /// still be started from such a terminal.
-pub async fn existing_instance(config: &Config, ipc_hook: Option<&str>) -> Result<Option<String>, String> {
-    let wants_open = !config.paths_to_open.is_empty() || config.reuse_window || config.new_window;
+pub async fn existing_instance(config: &OpenRequest, ipc_hook: Option<&str>) -> Result<Option<String>, String> {
+    let wants_open = !config.paths.is_empty() || config.reuse_window || config.new_window;
     if let Some(hook) = ipc_hook.filter(|h| !h.is_empty() && wants_open) {
         return Ok(Some(hook.to_string()));
     }
-    let registry = socket_path(config);
-    let first = config.paths_to_open.first().cloned().unwrap_or_default();
+    let registry = &config.registry;
+    let first = config.paths.first().cloned().unwrap_or_default();
     if config.reuse_window || config.new_window {
-        return match ask_registry(&registry, &first).await {
+        return match ask_registry(registry, &first).await {
             Some(s) => Ok(Some(s)),
             None => Err(format!("No opened code-server instances found to handle {}", first.display())),
         };
     }
     // Only paths were typed, and an instance is listening: it may want them.
-    if config.cli_option_names.is_empty()
-        && !config.paths_to_open.is_empty()
-        && UnixStream::connect(&registry).await.is_ok()
-    {
-        return Ok(ask_registry(&registry, &first).await);
+    if config.only_paths && !config.paths.is_empty() && UnixStream::connect(registry).await.is_ok() {
+        return Ok(ask_registry(registry, &first).await);
     }
     Ok(None)
 }
 
 /// Asks the window behind `socket` to open the configured paths.
-pub async fn open_in(socket: &str, config: &Config) -> Result<(), String> {
+pub async fn open_in(socket: &str, config: &OpenRequest) -> Result<(), String> {
     let (mut folders, mut files) = (vec![], vec![]);
-    for p in &config.paths_to_open {
+    for p in &config.paths {
         if p.is_dir() { folders.push(p.display().to_string()) } else { files.push(p.display().to_string()) }
     }
     if config.new_window && !files.is_empty() {

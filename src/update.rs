@@ -19,16 +19,15 @@
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use axum::extract::{RawQuery, State};
+use axum::extract::{FromRef, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::app::AppState;
-use crate::auth::Authenticated;
 use crate::clock::Clock;
+use crate::identity::Identity;
 use crate::relative::Query;
 use crate::settings::{Settings, SettingsStore, UpdateCache};
 
@@ -201,14 +200,19 @@ pub fn is_latest(latest: &str, current: &str) -> bool {
     }
 }
 
-pub fn routes() -> Router<AppState> {
+pub fn routes<S>() -> Router<S>
+where
+    Arc<UpdateChecker>: FromRef<S>,
+    Arc<crate::auth::Auth>: FromRef<S>,
+    S: Clone + Send + Sync + 'static,
+{
     Router::new().route("/update/check", get(check))
 }
 
 /// `GET /update/check[?force=true]` (authenticated).
-async fn check(State(state): State<AppState>, _: Authenticated, RawQuery(query): RawQuery) -> Response {
+async fn check(State(update): State<Arc<UpdateChecker>>, _: Identity, RawQuery(query): RawQuery) -> Response {
     let force = Query::parse(query.as_deref()).get("force") == Some("true");
-    let mut res = Json(state.update.check(force).await).into_response();
+    let mut res = Json(update.check(force).await).into_response();
     crate::headers::add_private_headers(res.headers_mut());
     res
 }

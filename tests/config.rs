@@ -4,7 +4,12 @@
 use std::path::Path;
 use std::time::Duration;
 
-use code_server::cli::{self, AuthMode, CertArg, Command, Config, Environment, Listen, LogLevel, PasswordSource, Tls};
+use code_server::auth::password::PasswordSource;
+use code_server::cli::{self, AuthMode, CertArg, Command, Config};
+use code_server::environment::Environment;
+use code_server::logging::LogLevel;
+use code_server::server::listen::Listen;
+use code_server::server::tls::Tls;
 
 struct Case {
     dir: tempfile::TempDir,

@@ -7,17 +7,25 @@ use axum::routing::any;
 use axum::{Extension, Form, Json, Router};
 use serde::Deserialize;
 
-use crate::app::AppState;
+use std::sync::Arc;
+
+use axum::extract::FromRef;
+
 use crate::error::AppError;
 use crate::origin::request_host;
-use crate::pages::LoginError;
+use crate::pages::{LoginError, Pages};
 use crate::relative::{Query, found, location};
 use crate::server::ConnInfo;
 
-use super::Mode;
 use super::limiter::ClientKey;
+use super::{Auth, Mode};
 
-pub fn routes() -> Router<AppState> {
+pub fn routes<S>() -> Router<S>
+where
+    Arc<Auth>: FromRef<S>,
+    Arc<Pages>: FromRef<S>,
+    S: Clone + Send + Sync + 'static,
+{
     Router::new()
         .route("/login", any(login))
         .route("/login/", any(login))
@@ -34,13 +42,13 @@ struct LoginForm {
 }
 
 async fn login(
-    State(state): State<AppState>,
+    State(auth): State<Arc<Auth>>,
+    State(pages): State<Arc<Pages>>,
     conn: Option<Extension<ConnInfo>>,
     req: Request,
 ) -> Result<Response, AppError> {
     let path = req.uri().path().to_string();
     let query = Query::parse(req.uri().query());
-    let auth = &state.auth;
     let lang = header_str(req.headers(), "accept-language");
     let lang = Some(lang.as_str()).filter(|l| !l.is_empty());
 
@@ -52,7 +60,7 @@ async fn login(
         return Ok(found(&location(&path, &query, &to, &[("to", None)])));
     }
     match *req.method() {
-        Method::GET | Method::HEAD => return Ok(login_page(&state, &path, lang, None)),
+        Method::GET | Method::HEAD => return Ok(login_page(&pages, &path, lang, None)),
         Method::POST => {}
         _ => {
             let mut res = AppError::new(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed").into_response();
@@ -73,12 +81,12 @@ async fn login(
     let device = auth.device_in(&headers);
     let key = device.map_or_else(|| ClientKey::from_ip(client), ClientKey::Device);
     let Some(attempt) = auth.limiter.begin(key) else {
-        return Ok(login_page(&state, &path, lang, Some(LoginError::RateLimited)));
+        return Ok(login_page(&pages, &path, lang, Some(LoginError::RateLimited)));
     };
     let password = form.password.as_deref().unwrap_or("");
     if password.trim().is_empty() {
         attempt.refund();
-        return Ok(login_page(&state, &path, lang, Some(LoginError::MissingPassword)));
+        return Ok(login_page(&pages, &path, lang, Some(LoginError::MissingPassword)));
     }
     let Mode::Password(checker) = &auth.mode else {
         unreachable!("handled above");
@@ -93,7 +101,7 @@ async fn login(
             timestamp = crate::util::now_ms() / 1000,
             "Failed login attempt"
         );
-        return Ok(login_page(&state, &path, lang, Some(LoginError::IncorrectPassword)));
+        return Ok(login_page(&pages, &path, lang, Some(LoginError::IncorrectPassword)));
     }
     attempt.refund();
 
@@ -117,14 +125,14 @@ async fn login(
 /// link followed from another site only gets a page asking to confirm (code-server's logout is
 /// a GET, so any page could otherwise sign a visitor out).
 async fn logout(
-    State(state): State<AppState>,
+    State(auth): State<Arc<Auth>>,
+    State(pages): State<Arc<Pages>>,
     method: Method,
     headers: HeaderMap,
     uri: axum::http::Uri,
 ) -> Result<Response, AppError> {
     let path = uri.path();
     let query = Query::parse(uri.query());
-    let auth = &state.auth;
     if matches!(auth.mode, Mode::None) {
         return Ok(found(&location(path, &query, "/", &[])));
     }
@@ -138,7 +146,7 @@ async fn logout(
             Some(q) => format!("{}/logout?{q}", crate::relative::relative_root(path)),
             None => format!("{}/logout", crate::relative::relative_root(path)),
         };
-        let mut res = Html(state.pages.logout_confirm(path, &confirm)).into_response();
+        let mut res = Html(pages.logout_confirm(path, &confirm)).into_response();
         res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         return Ok(res);
     }
@@ -181,8 +189,8 @@ fn same_origin(headers: &HeaderMap, authority: Option<&str>) -> bool {
     }
 }
 
-fn login_page(state: &AppState, path: &str, accept_language: Option<&str>, error: Option<LoginError>) -> Response {
-    let mut res = Html(state.pages.login(path, error, accept_language)).into_response();
+fn login_page(pages: &Pages, path: &str, accept_language: Option<&str>, error: Option<LoginError>) -> Response {
+    let mut res = Html(pages.login(path, error, accept_language)).into_response();
     res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     res
 }

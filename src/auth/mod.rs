@@ -9,13 +9,15 @@ pub mod session;
 
 use std::net::IpAddr;
 
-use axum::extract::FromRequestParts;
+use std::sync::Arc;
+
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
 
-use crate::app::AppState;
 use crate::error::AppError;
 use crate::headers::{HeaderSource, cookie_pairs};
+use crate::identity::Identity;
 use device::DeviceKeys;
 use limiter::LoginLimiter;
 use password::PasswordChecker;
@@ -47,6 +49,8 @@ pub struct Auth {
     /// Add `Secure` to cookies (we serve TLS).
     pub secure_cookies: bool,
     pub trusted_proxies: Vec<IpAddr>,
+    /// The single user's name (the OS account we run as).
+    pub owner_name: String,
 }
 
 impl Auth {
@@ -106,11 +110,11 @@ impl Auth {
     /// `None` when it carries none.
     pub async fn identify(&self, headers: &impl HeaderSource) -> Result<Option<Identity>, AppError> {
         if matches!(self.mode, Mode::None) {
-            return Ok(Some(Identity { session: None }));
+            return Ok(Some(Identity::owner(&self.owner_name, None)));
         }
         for token in self.tokens_in(headers.header_values("cookie")) {
             if let Some(key) = self.sessions.validate(token).await? {
-                return Ok(Some(Identity { session: Some(key) }));
+                return Ok(Some(Identity::owner(&self.owner_name, Some(key))));
             }
         }
         Ok(None)
@@ -146,24 +150,17 @@ impl Auth {
     }
 }
 
-/// Who a request is from, once authenticated.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    /// The session's store key; `None` when authentication is off.
-    pub session: Option<session::SessionKey>,
-}
-
-/// Extractor for routes that need a session: rejects with 401 (JSON or the HTML page).
-pub struct Authenticated;
-
-impl FromRequestParts<AppState> for Authenticated {
+/// The extractor for every route that needs a session: the request's [`Identity`], or a 401
+/// (JSON, or the HTML page via [`crate::pages::render_errors`]).
+impl<S> FromRequestParts<S> for Identity
+where
+    Arc<Auth>: FromRef<S>,
+    S: Send + Sync,
+{
     type Rejection = AppError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
-        if state.auth.is_authenticated(&parts.headers).await? {
-            Ok(Authenticated)
-        } else {
-            Err(AppError::unauthorized())
-        }
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Identity, AppError> {
+        let auth = Arc::<Auth>::from_ref(state);
+        auth.identify(&parts.headers).await?.ok_or_else(AppError::unauthorized)
     }
 }

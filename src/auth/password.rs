@@ -8,8 +8,25 @@ use argon2::{Argon2, PasswordHash, PasswordVerifier};
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 
-use crate::cli::{PasswordConfig, Secret};
+use crate::secret::Secret;
 use crate::util::{hex, sha256};
+
+/// Where the password in use came from: decides a start-up line and the login page's hint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordSource {
+    EnvPassword,
+    EnvHashedPassword,
+    ConfigPassword,
+    ConfigHashedPassword,
+}
+
+/// The configured password material, before it is turned into a checker.
+#[derive(Debug, Clone)]
+pub struct PasswordConfig {
+    pub password: Option<Secret>,
+    pub hashed_password: Option<Secret>,
+    pub source: PasswordSource,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PasswordError {
@@ -135,7 +152,6 @@ impl PasswordChecker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::PasswordSource;
 
     const ARGON2I_PASSWORD: &str =
         "$argon2i$v=19$m=4096,t=3,p=1$0qR/o+0t00hsbJFQCKSfdQ$oFcM4rL6o+B7oxpuA4qlXubypbBPsf+8L531U7P9HYY";

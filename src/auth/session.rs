@@ -43,6 +43,12 @@ pub enum StoreError {
     },
 }
 
+impl From<StoreError> for crate::error::AppError {
+    fn from(e: StoreError) -> crate::error::AppError {
+        crate::error::AppError::internal(e)
+    }
+}
+
 /// Where session records live. Implementations must be cheap on `get`: it runs on every
 /// authenticated request, including every proxied one.
 #[async_trait]
@@ -377,7 +383,29 @@ impl Sessions {
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.store.flush().await
     }
+
+    /// Sessions record use lazily and expire quietly: now and then (every
+    /// [`MAINTENANCE_EVERY`]) drop the expired ones and write the rest out, until `shutdown`.
+    pub async fn maintain(self, shutdown: tokio_util::sync::CancellationToken) {
+        let mut tick = tokio::time::interval(MAINTENANCE_EVERY);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.cancelled() => return,
+            }
+            if let Err(e) = self.prune().await {
+                tracing::warn!("{e}");
+            }
+            if let Err(e) = self.flush().await {
+                tracing::warn!("{e}");
+            }
+        }
+    }
 }
+
+/// How often expired sessions are dropped and session use is written out.
+pub const MAINTENANCE_EVERY: Duration = Duration::from_secs(60);
 
 fn valid(
     timeout_ms: u64,

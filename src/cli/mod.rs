@@ -10,13 +10,19 @@ pub mod help;
 pub mod options;
 pub mod parse;
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::auth::password::{PasswordConfig, PasswordSource};
+use crate::environment::Environment;
+use crate::logging::LogLevel;
 use crate::paths::Paths;
+use crate::secret::Secret;
+use crate::server::listen::Listen;
+use crate::server::tls::Tls;
+use crate::vscode::extensions::Commands;
 pub use parse::{CertArg, Parsed, Value};
 
 /// Where `/security.txt` sends reports unless `--security-contact` says otherwise: code-server's
@@ -41,136 +47,10 @@ impl fmt::Display for CliError {
 
 impl std::error::Error for CliError {}
 
-/// A snapshot of the environment variables we read.
-#[derive(Debug, Clone, Default)]
-pub struct Environment(BTreeMap<String, String>);
-
-impl Environment {
-    pub fn capture() -> Environment {
-        Environment(
-            std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))).collect(),
-        )
-    }
-
-    pub fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).map(String::as_str)
-    }
-
-    pub fn set(&mut self, key: &str, value: &str) {
-        self.0.insert(key.to_string(), value.to_string());
-    }
-}
-
-impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Environment {
-    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
-        Environment(iter.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
-    }
-}
-
-/// A string that must never reach a log: `Debug` prints `***`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Secret {
-        Secret(s.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthMode {
     Password,
     None,
-}
-
-/// Where the password in use came from: decides a start-up line and the login page's hint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PasswordSource {
-    EnvPassword,
-    EnvHashedPassword,
-    ConfigPassword,
-    ConfigHashedPassword,
-}
-
-/// The configured password material, before it is turned into a checker.
-#[derive(Debug, Clone)]
-pub struct PasswordConfig {
-    pub password: Option<Secret>,
-    pub hashed_password: Option<Secret>,
-    pub source: PasswordSource,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Listen {
-    Tcp { host: String, port: u16 },
-    Socket { path: PathBuf, mode: Option<u32> },
-    Fd(i32),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Tls {
-    Files { cert: PathBuf, key: PathBuf },
-    SelfSigned { host: String },
-}
-
-/// Extension management commands, run instead of the server.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ExtensionCommands {
-    pub list: bool,
-    pub install: Vec<String>,
-    pub uninstall: Vec<String>,
-    pub locate: Vec<String>,
-    pub force: bool,
-    pub show_versions: bool,
-    pub category: Option<String>,
-}
-
-impl ExtensionCommands {
-    pub fn any(&self) -> bool {
-        self.list || !self.install.is_empty() || !self.uninstall.is_empty() || !self.locate.is_empty()
-    }
-}
-
-/// Log verbosity, code-server's five levels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum LogLevel {
-    Error,
-    Warn,
-    Info,
-    Debug,
-    Trace,
-}
-
-impl LogLevel {
-    fn parse(s: &str) -> Option<LogLevel> {
-        Some(match s {
-            "trace" => LogLevel::Trace,
-            "debug" => LogLevel::Debug,
-            "info" => LogLevel::Info,
-            "warn" => LogLevel::Warn,
-            "error" => LogLevel::Error,
-            _ => return None,
-        })
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LogLevel::Trace => "trace",
-            LogLevel::Debug => "debug",
-            LogLevel::Info => "info",
-            LogLevel::Warn => "warn",
-            LogLevel::Error => "error",
-        }
-    }
 }
 
 /// The resolved configuration of one run.
@@ -206,8 +86,9 @@ pub struct Config {
     pub idle_timeout: Option<Duration>,
     pub disable_telemetry: bool,
     pub disable_update_check: bool,
-    /// Where `/update/check` reads the latest release (`--update-url`, `$CODE_SERVER_UPDATE_URL`).
-    pub update_url: String,
+    /// Where `/update/check` reads the latest release (`--update-url`, `$CODE_SERVER_UPDATE_URL`);
+    /// `None` for the checker's default.
+    pub update_url: Option<String>,
     /// The `Contact:` of `/security.txt` (`--security-contact`).
     pub security_contact: String,
     pub disable_file_downloads: bool,
@@ -227,7 +108,7 @@ pub struct Config {
     pub vscode_options: Vec<String>,
     pub vscode_dir: Option<PathBuf>,
     pub session_socket: Option<PathBuf>,
-    pub extensions: ExtensionCommands,
+    pub extensions: Commands,
     /// Positional paths, made absolute.
     pub paths_to_open: Vec<PathBuf>,
     /// Names of the options typed on the command line (for "open in an existing instance").
@@ -463,15 +344,14 @@ pub fn resolve(
         .map(PathBuf::from)
         .or_else(|| env_nonempty("CODE_SERVER_VSCODE_DIR").map(|p| parse::absolute(cwd, Path::new(p))));
 
-    let update_url = m
-        .str("update-url")
-        .or_else(|| env_nonempty("CODE_SERVER_UPDATE_URL"))
-        .unwrap_or(crate::update::DEFAULT_URL)
-        .trim()
-        .to_string();
-    match url::Url::parse(&update_url) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => {}
-        _ => return Err(CliError::new(format!("--update-url must be an http or https URL, got {update_url:?}"))),
+    // `None`: the update checker's own default feed.
+    let update_url =
+        m.str("update-url").or_else(|| env_nonempty("CODE_SERVER_UPDATE_URL")).map(|u| u.trim().to_string());
+    if let Some(url) = &update_url {
+        match url::Url::parse(url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => {}
+            _ => return Err(CliError::new(format!("--update-url must be an http or https URL, got {url:?}"))),
+        }
     }
     let security_contact = m.str("security-contact").unwrap_or(DEFAULT_SECURITY_CONTACT).trim().to_string();
     match url::Url::parse(&security_contact) {
@@ -483,7 +363,7 @@ pub fn resolve(
         }
     }
 
-    let extensions = ExtensionCommands {
+    let extensions = Commands {
         list: m.flag("list-extensions"),
         install: m.list("install-extension").to_vec(),
         uninstall: m.list("uninstall-extension").to_vec(),

@@ -7,13 +7,14 @@
 use axum::http::uri::PathAndQuery;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 
+use super::ProxyState;
 use super::path::{self, Kind};
 use super::pool::Owner;
-use super::{domain, parse_port, ws};
-use crate::app::AppState;
+use super::{domain, parse_port};
 use crate::error::AppError;
 use crate::headers::HeaderSource;
 use crate::relative::{Query, location};
+use crate::websocket as ws;
 
 /// What admission reads of a request.
 pub trait Head: HeaderSource {
@@ -61,9 +62,9 @@ pub enum Route {
 /// Whether `head` is for the port proxy: a proxy-domain host (whatever the path; not our own
 /// port, which would loop), else a `/proxy` or `/absproxy` path. `local`: the port the request
 /// came in on.
-pub fn route(state: &AppState, head: &impl Head, local: Option<u16>) -> Option<Route> {
+pub fn route(state: &ProxyState, head: &impl Head, local: Option<u16>) -> Option<Route> {
     if !state.proxy.domains.is_empty()
-        && let Some(port) = domain::port_of(state, head, local)
+        && let Some(port) = domain::port_of(&state.proxy, head, local)
     {
         return Some(Route::Domain(port));
     }
@@ -113,9 +114,9 @@ impl From<AppError> for Refusal {
 /// for a WebSocket, the Origin check (403); then the session, which `--skip-auth-preflight`
 /// waives for `OPTIONS`; then the port and the target. The session check is an in-memory
 /// lookup: nothing slow runs here. `conn`: the client connection's number.
-pub async fn admit(state: &AppState, head: &impl Head, route: Route, conn: u64) -> Result<Admitted, Refusal> {
-    let config = &state.config;
-    if config.disable_proxy {
+pub async fn admit(state: &ProxyState, head: &impl Head, route: Route, conn: u64) -> Result<Admitted, Refusal> {
+    let config = &state.proxy;
+    if config.disabled {
         return Err(AppError::forbidden().into());
     }
     let method = head.method();

@@ -11,9 +11,9 @@
 //! - `/robots.txt` and `/security.txt` belong to the proxied app like every other path
 //!   (code-server answers them itself, shadowing the app's).
 
+use super::Proxy;
 use super::admission::Head;
 use super::parse_port;
-use crate::app::AppState;
 use crate::error::AppError;
 use crate::origin::request_host;
 
@@ -94,9 +94,9 @@ fn port_for<'a>(domains: &[Pattern], host: &'a str) -> Option<&'a str> {
 /// For a request whose host is under a proxy domain: the port it names, or why that is not a
 /// port. `None` for every other host, and for our own port `local` (proxying it to ourselves
 /// with the same Host would loop forever).
-pub fn port_of(state: &AppState, head: &impl Head, local: Option<u16>) -> Option<Result<u16, AppError>> {
+pub fn port_of(proxy: &Proxy, head: &impl Head, local: Option<u16>) -> Option<Result<u16, AppError>> {
     let host = request_host(head, head.authority())?;
-    let port = parse_port(port_for(&state.proxy.domains, &host)?);
+    let port = parse_port(port_for(&proxy.domains, &host)?);
     match port {
         Ok(p) if Some(p) == local => None,
         port => Some(port),

@@ -21,9 +21,10 @@ use tower::Service;
 
 use tower::ServiceExt;
 
+use super::ProxyState;
 use super::admission::{Parts, Refusal, Route, admit, route};
-use crate::app::AppState;
-use crate::error::{accepts_html, as_page};
+use crate::error::accepts_html;
+use crate::pages::as_page;
 use crate::relative::{Query, found};
 use crate::server::ConnInfo;
 
@@ -33,12 +34,12 @@ use crate::server::ConnInfo;
 pub struct Front(Arc<Inner>);
 
 struct Inner {
-    state: AppState,
+    state: ProxyState,
     router: Router,
 }
 
 impl Front {
-    pub fn new(state: AppState, router: Router) -> Front {
+    pub fn new(state: ProxyState, router: Router) -> Front {
         Front(Arc::new(Inner { state, router }))
     }
 }
@@ -66,7 +67,7 @@ impl Service<Request> for Front {
 async fn serve(front: Arc<Inner>, req: Request, route: Route) -> Result<Response, Infallible> {
     let state = &front.state;
     // As the router's activity layer does for every other request.
-    state.heart.record_activity();
+    state.activity.heart.record_activity();
     let info = req.extensions().get::<ConnInfo>();
     let (slot, conn) = (info.map(|c| c.slot.clone()), info.map_or(0, |c| c.id));
     // What the HTML error page needs, kept only for browsers (the request itself moves on).
@@ -81,13 +82,13 @@ async fn serve(front: Arc<Inner>, req: Request, route: Route) -> Result<Response
     Ok(match (result, page_for) {
         (Ok(res), _) => {
             // A proxied WebSocket keeps the server alive and is waited for at shutdown.
-            crate::heart::keep_upgraded(state, &res, slot, true);
+            crate::heart::routes::keep_upgraded(&state.activity, &res, slot, true);
             res
         }
         (Err(e), None) => e.into_response(),
         (Err(e), Some(uri)) => {
             let to = Query::parse(uri.query()).get("to").map(str::to_string);
-            as_page(state, e.into_response(), uri.path(), to.as_deref())
+            as_page(&state.pages, e.into_response(), uri.path(), to.as_deref())
         }
     })
 }

@@ -34,9 +34,9 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::ProxyState;
 use super::admission::{self, Admitted, Head};
 use super::{chunked, idempotent, invalid_response, pool};
-use crate::app::AppState;
 use crate::error::AppError;
 use crate::headers::{Cookies, HeaderSource, cookies_without};
 
@@ -58,7 +58,7 @@ const MAX_RELAY_CHUNK: usize = 512 * 1024;
 /// Serves a connection's proxied requests; see the module docs.
 #[derive(Clone)]
 pub struct Lane {
-    state: AppState,
+    state: ProxyState,
 }
 
 /// A connection the lane hands on: the stream and the bytes already read from it, starting
@@ -66,7 +66,7 @@ pub struct Lane {
 pub type Handover<S> = (S, Vec<u8>);
 
 impl Lane {
-    pub fn new(state: AppState) -> Lane {
+    pub fn new(state: ProxyState) -> Lane {
         Lane { state }
     }
 
@@ -74,7 +74,7 @@ impl Lane {
     /// or the connection ends (`None`). Between requests, `draining` ends the connection.
     /// `local`: our port the connection came in on (a proxy-domain host naming it is ours);
     /// `id`: the connection's number (see [`crate::server::ConnInfo::id`]).
-    pub async fn serve<S>(
+    pub async fn serve_connection<S>(
         &self,
         mut client: S,
         local: Option<u16>,
@@ -111,7 +111,7 @@ impl Lane {
         let Some(plan) = self.admit(&conn.buf, &req, local, conn.id).await else {
             return Next::Handover;
         };
-        self.state.heart.record_activity();
+        self.state.activity.heart.record_activity();
         let proxy = &self.state.proxy;
         let Some(mut upstream) = proxy.pool.take(plan.port, plan.owner) else {
             return match connect(plan.port, proxy.timeout).await {
@@ -260,7 +260,7 @@ impl Lane {
         let to = crate::relative::Query::parse(query).get("to").map(str::to_string);
         let mut res = e.into_response();
         if html {
-            res = crate::error::as_page(&self.state, res, path, to.as_deref());
+            res = crate::pages::as_page(&self.state.pages, res, path, to.as_deref());
         }
         let (parts, body) = res.into_parts();
         let body = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
@@ -278,6 +278,21 @@ impl Lane {
         let _ = client.write_all(&out).await;
         let _ = client.flush().await;
         Next::Close
+    }
+}
+
+impl crate::server::Lane for Lane {
+    fn serve<S>(
+        &self,
+        stream: S,
+        local: Option<u16>,
+        id: u64,
+        draining: &CancellationToken,
+    ) -> impl std::future::Future<Output = Option<(S, Vec<u8>)>> + Send
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        self.serve_connection(stream, local, id, draining)
     }
 }
 

@@ -17,7 +17,6 @@ mod front;
 pub mod lane;
 mod path;
 mod pool;
-pub mod ws;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -34,17 +33,47 @@ use hyper::body::{Frame, Incoming};
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
-use crate::app::AppState;
-use crate::cli::Config;
+use crate::auth::Auth;
 use crate::error::AppError;
+use crate::heart::routes::HeartState;
+use crate::pages::Pages;
 use admission::Admitted;
 use pool::Owner;
 
 pub use front::Front;
 
+/// What the proxy is configured with.
+#[derive(Debug, Clone, Default)]
+pub struct ProxyOptions {
+    /// `--proxy-domain`s, normalised (each with `{{port}}`).
+    pub domains: Vec<String>,
+    /// `--abs-proxy-base-path`.
+    pub abs_base_path: Option<String>,
+    /// `--proxy-timeout`.
+    pub timeout: Duration,
+    /// `--disable-proxy`.
+    pub disabled: bool,
+    /// `--trusted-origins`: other origins that may open proxied WebSockets.
+    pub trusted_origins: Vec<String>,
+    /// `--skip-auth-preflight`.
+    pub skip_auth_preflight: bool,
+}
+
+/// Everything a proxied request touches: the proxy, who may pass, activity, and error pages.
+#[derive(Clone)]
+pub struct ProxyState {
+    pub proxy: Arc<Proxy>,
+    pub auth: Arc<Auth>,
+    pub activity: HeartState,
+    pub pages: Arc<Pages>,
+}
+
 /// The proxy's long-lived parts, built once from the configuration.
 pub struct Proxy {
     domains: Vec<domain::Pattern>,
+    disabled: bool,
+    trusted_origins: Vec<String>,
+    skip_auth_preflight: bool,
     /// `--abs-proxy-base-path` without a trailing slash: `""` or `/user/1`.
     abs_base: String,
     /// How long an upstream may stay silent before it answers (see [`Proxy::send`]).
@@ -54,16 +83,19 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    pub fn new(config: &Config) -> Proxy {
-        let abs_base = match config.abs_proxy_base_path.as_deref().map(|p| p.trim().trim_end_matches('/')) {
+    pub fn new(options: ProxyOptions) -> Proxy {
+        let abs_base = match options.abs_base_path.as_deref().map(|p| p.trim().trim_end_matches('/')) {
             Some("") | None => String::new(),
             Some(p) if p.starts_with('/') => p.to_string(),
             Some(p) => format!("/{p}"),
         };
         Proxy {
-            domains: config.proxy_domains.iter().map(|d| domain::Pattern::parse(d)).collect(),
+            domains: options.domains.iter().map(|d| domain::Pattern::parse(d)).collect(),
+            disabled: options.disabled,
+            trusted_origins: options.trusted_origins,
+            skip_auth_preflight: options.skip_auth_preflight,
             abs_base,
-            timeout: config.proxy_timeout,
+            timeout: options.timeout,
             pool: Arc::default(),
         }
     }
@@ -334,14 +366,21 @@ pub fn parse_port(segment: &str) -> Result<u16, AppError> {
 
 /// Sends an admitted request to `127.0.0.1:<port>` and streams the answer back. A WebSocket
 /// upgrade that the upstream accepts is spliced in the background once both sides switch.
-pub async fn forward(state: &AppState, mut req: Request, target: Admitted) -> Result<Response, AppError> {
-    let client_upgrade = ws::is_websocket(req.method().as_str(), req.headers()).then(|| hyper::upgrade::on(&mut req));
+pub async fn forward(state: &ProxyState, mut req: Request, target: Admitted) -> Result<Response, AppError> {
+    let client_upgrade =
+        crate::websocket::is_websocket(req.method().as_str(), req.headers()).then(|| hyper::upgrade::on(&mut req));
     let upstream_req = upstream_request(req, &target, &state.auth.cookie_name, client_upgrade.is_some());
     let mut res = state.proxy.send(upstream_req, target.port, target.owner, client_upgrade.is_some()).await?;
     if let Some(client_upgrade) = client_upgrade
         && res.status() == StatusCode::SWITCHING_PROTOCOLS
     {
-        ws::splice(&state.lifecycle, client_upgrade, hyper::upgrade::on(&mut res), format!("port {}", target.port));
+        crate::websocket::splice(
+            &state.activity.lifecycle,
+            client_upgrade,
+            hyper::upgrade::on(&mut res),
+            format!("port {}", target.port),
+            (),
+        );
         return Ok(res.map(Body::new));
     }
     Ok(downstream_response(res, &target))

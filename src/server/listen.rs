@@ -9,7 +9,13 @@ use std::path::{Path, PathBuf};
 
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
-use crate::cli::Listen;
+/// Where to listen: `--bind-addr`, `--socket` (with `--socket-mode`), or `--socket-fd`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    Tcp { host: String, port: u16 },
+    Socket { path: PathBuf, mode: Option<u32> },
+    Fd(i32),
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum BindError {

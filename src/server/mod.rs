@@ -28,7 +28,6 @@ use tokio_rustls::rustls::ServerConfig;
 use tokio_util::sync::CancellationToken;
 use tower::{Service, ServiceExt};
 
-use crate::proxy::lane::Lane;
 pub use listen::{Accepted, BindError, Listener};
 use rewind::Rewind;
 pub use slot::ConnectionSlot;
@@ -69,6 +68,33 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
+/// A first reader of plain HTTP/1.1 connections (the port proxy's express lane): serves the
+/// requests it can take and, at the first it cannot, hands the connection back with the bytes
+/// it has read (`None` when the connection ended in its hands).
+pub trait Lane: Send + Sync + 'static {
+    fn serve<S>(
+        &self,
+        stream: S,
+        local: Option<u16>,
+        id: u64,
+        draining: &CancellationToken,
+    ) -> impl Future<Output = Option<(S, Vec<u8>)>> + Send
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send;
+}
+
+/// No lane: every connection goes straight to the application.
+pub enum NoLane {}
+
+impl Lane for NoLane {
+    async fn serve<S>(&self, _: S, _: Option<u16>, _: u64, _: &CancellationToken) -> Option<(S, Vec<u8>)>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        match *self {}
+    }
+}
+
 /// What [`serve`] serves: the application (see [`crate::app::router`]) or, in tests, a Router.
 pub trait App:
     Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send + 'static>
@@ -99,10 +125,10 @@ impl<A> App for A where
 /// the forced close reaches them. They are counted and waited for through their connection's
 /// [`ConnectionSlot`]; to be ended promptly at shutdown, whoever serves one runs it under
 /// [`crate::lifecycle::Lifecycle::connection`].
-pub async fn serve<A: App>(
+pub async fn serve<A: App, L: Lane>(
     listener: Listener,
     app: A,
-    lane: Option<Lane>,
+    lane: Option<L>,
     tls: Option<Arc<ServerConfig>>,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -128,16 +154,20 @@ pub async fn serve_meanwhile<A: App>(
     until: impl Future<Output = ()>,
 ) {
     let mut tasks = JoinSet::new();
-    let shared =
-        Arc::new(Shared { app, lane: None, acceptor: tls.map(TlsAcceptor::from), draining: CancellationToken::new() });
+    let shared = Arc::new(Shared {
+        app,
+        lane: None::<NoLane>,
+        acceptor: tls.map(TlsAcceptor::from),
+        draining: CancellationToken::new(),
+    });
     accept_until(listener, &shared, &mut tasks, until).await;
     drain(&shared, tasks, CLOSE_GRACE).await;
 }
 
 /// Accepts connections and starts serving each, until `stop` resolves.
-async fn accept_until<A: App>(
+async fn accept_until<A: App, L: Lane>(
     listener: &Listener,
-    shared: &Arc<Shared<A>>,
+    shared: &Arc<Shared<A, L>>,
     tasks: &mut JoinSet<()>,
     stop: impl Future<Output = ()>,
 ) {
@@ -189,7 +219,7 @@ async fn accept_until<A: App>(
 
 /// Connections finish what they are doing and close (the express lane's and hyper's idle ones
 /// at once), within `grace`; whatever is left then is closed.
-async fn drain<A: App>(shared: &Shared<A>, mut tasks: JoinSet<()>, grace: Duration) {
+async fn drain<A: App, L: Lane>(shared: &Shared<A, L>, mut tasks: JoinSet<()>, grace: Duration) {
     shared.draining.cancel();
     let drained = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
     if drained.is_err() {
@@ -200,9 +230,9 @@ async fn drain<A: App>(shared: &Shared<A>, mut tasks: JoinSet<()>, grace: Durati
 }
 
 /// What every connection of a [`serve`] shares.
-struct Shared<A> {
+struct Shared<A, L> {
     app: A,
-    lane: Option<Lane>,
+    lane: Option<L>,
     acceptor: Option<TlsAcceptor>,
     /// Cancelled when shutdown starts: connections finish their requests and close.
     draining: CancellationToken,
@@ -211,8 +241,12 @@ struct Shared<A> {
 /// Numbers the connections.
 static NEXT_CONNECTION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
-async fn handle<S, A: App>(mut stream: S, peer: Option<SocketAddr>, local: Option<SocketAddr>, shared: Arc<Shared<A>>)
-where
+async fn handle<S, A: App, L: Lane>(
+    mut stream: S,
+    peer: Option<SocketAddr>,
+    local: Option<SocketAddr>,
+    shared: Arc<Shared<A, L>>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let id = NEXT_CONNECTION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -242,7 +276,7 @@ where
 
 /// An HTTP/1.1 connection (or one that may turn out to be HTTP/2 with prior knowledge): the
 /// express lane first, then the app with whatever the lane has read.
-async fn lane_then_app<S, A: App>(stream: S, conn: Conn, tls: bool, shared: &Shared<A>)
+async fn lane_then_app<S, A: App, L: Lane>(stream: S, conn: Conn, tls: bool, shared: &Shared<A, L>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -270,7 +304,7 @@ fn builder() -> auto::Builder<TokioExecutor> {
     b
 }
 
-async fn serve_app<S, A: App>(stream: S, conn: Conn, tls: bool, shared: &Shared<A>)
+async fn serve_app<S, A: App, L: Lane>(stream: S, conn: Conn, tls: bool, shared: &Shared<A, L>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {

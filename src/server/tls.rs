@@ -13,7 +13,12 @@ use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::{self, ServerConfig};
 
-use crate::cli::Tls;
+/// `--cert FILE --cert-key FILE`, or a bare `--cert`: a self-signed pair for `--cert-host`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tls {
+    Files { cert: PathBuf, key: PathBuf },
+    SelfSigned { host: String },
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {

@@ -5,11 +5,28 @@
 use std::process::Stdio;
 
 use super::build::Build;
-use crate::cli::Config;
+use super::{Dirs, Options};
 
-/// Runs the extension commands and returns VS Code's exit status.
-pub async fn run(config: &Config, build: &Build) -> Result<i32, String> {
-    let e = &config.extensions;
+/// The extension commands of one run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Commands {
+    pub list: bool,
+    pub install: Vec<String>,
+    pub uninstall: Vec<String>,
+    pub locate: Vec<String>,
+    pub force: bool,
+    pub show_versions: bool,
+    pub category: Option<String>,
+}
+
+impl Commands {
+    pub fn any(&self) -> bool {
+        self.list || !self.install.is_empty() || !self.uninstall.is_empty() || !self.locate.is_empty()
+    }
+}
+
+/// Runs the extension commands on `dirs` and returns VS Code's exit status.
+pub async fn run(e: &Commands, dirs: &Dirs, options: &Options, build: &Build) -> Result<i32, String> {
     let mut cmd = tokio::process::Command::new(&build.node);
     cmd.arg(build.root.join("out/server-main.js"));
     if e.list {
@@ -33,8 +50,8 @@ pub async fn run(config: &Config, build: &Build) -> Result<i32, String> {
     if e.force {
         cmd.arg("--force");
     }
-    cmd.arg("--extensions-dir").arg(&config.extensions_dir).arg("--user-data-dir").arg(&config.user_data_dir);
-    if let Some(dir) = &config.builtin_extensions_dir {
+    cmd.arg("--extensions-dir").arg(&dirs.extensions).arg("--user-data-dir").arg(&dirs.user_data);
+    if let Some(dir) = &options.builtin_extensions_dir {
         cmd.arg("--builtin-extensions-dir").arg(dir);
     }
     cmd.arg("--accept-server-license-terms");

@@ -66,11 +66,13 @@ pub async fn forward_http(
 /// answers 101, returns that answer and splices the two upgraded connections byte for byte
 /// until either side closes (no re-framing, no idle timeout; a lifecycle connection, so
 /// shutdown ends it). Any other answer is passed back as is.
+/// `keep` is held for as long as the WebSocket is open.
 pub async fn forward_websocket(
     socket: &Path,
     mut req: Request<Body>,
     session_cookie: &str,
     lifecycle: &crate::lifecycle::Lifecycle,
+    keep: impl Send + 'static,
 ) -> Result<Response<Body>, ForwardError> {
     let client_upgrade = hyper::upgrade::on(&mut req);
     let req = prepare(req, session_cookie);
@@ -87,7 +89,7 @@ pub async fn forward_websocket(
         return Ok(upstream.map(Body::new));
     }
     let upstream_upgrade = hyper::upgrade::on(&mut upstream);
-    crate::proxy::ws::splice(lifecycle, client_upgrade, upstream_upgrade, "VS Code");
+    crate::websocket::splice(lifecycle, client_upgrade, upstream_upgrade, "VS Code", keep);
     let (parts, _) = upstream.into_parts();
     Ok(Response::from_parts(parts, Body::empty()))
 }

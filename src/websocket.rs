@@ -1,7 +1,7 @@
-//! WebSockets through the proxy: the client's upgrade request is forwarded like any request;
-//! when the upstream answers 101 both connections switch protocols and their bytes are copied
-//! both ways as they are. Frames, subprotocols and extensions are the two ends' business, and
-//! an idle socket stays open for as long as both ends keep it.
+//! WebSockets we forward (to a proxied app, to VS Code): the client's upgrade request is
+//! forwarded like any request; when the far end answers 101 both connections switch protocols
+//! and their bytes are copied both ways as they are. Frames, subprotocols and extensions are the
+//! two ends' business, and an idle socket stays open for as long as both ends keep it.
 
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
@@ -17,13 +17,16 @@ pub fn is_websocket(method: &str, headers: &impl crate::headers::HeaderSource) -
 /// Waits for both sides to switch protocols, then copies bytes until both directions end. The
 /// task is a lifecycle connection, so shutdown ends it. `what` names the far end in logs. Used
 /// for proxied WebSockets and for VS Code's.
+/// `keep` is held for as long as the splice runs (a workspace's open-window guard, say).
 pub fn splice(
     lifecycle: &crate::lifecycle::Lifecycle,
     client: OnUpgrade,
     upstream: OnUpgrade,
     what: impl std::fmt::Display + Send + 'static,
+    keep: impl Send + 'static,
 ) {
     tokio::spawn(lifecycle.connection(async move {
+        let _keep = keep;
         let (client, upstream) = match tokio::try_join!(client, upstream) {
             Ok(pair) => pair,
             Err(e) => {

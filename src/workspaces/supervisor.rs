@@ -1,5 +1,6 @@
-//! The VS Code server child process: spawned on a private Unix socket in its own process group,
-//! watched for readiness, restarted with back-off when it dies, stopped as a group.
+//! One VS Code server child: started (through a [`Spawner`]) on a private Unix socket in its own
+//! process group, watched for readiness, restarted with back-off when it dies, stopped as a
+//! group, and started again when asked after a stop.
 //!
 //! Started lazily by the first request that needs VS Code (as code-server loads VS Code on the
 //! first request to its router), so a server nobody opens costs no Node process.
@@ -7,16 +8,18 @@
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncRead};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::build::Build;
+use super::spawner::Spawner;
+use crate::lifecycle::Lifecycle;
+use crate::vscode::build::Build;
 
 /// VS Code prints this once it accepts connections; the source says not to change it.
 const READY_LINE: &str = "Extension host agent listening on";
@@ -64,47 +67,24 @@ pub struct Launch {
     /// Arguments that carry secrets (`--github-auth=...`). They reach VS Code through a pipe
     /// read by a preload script, never through its command line (world-readable in `ps`) or its
     /// environment (inherited by every terminal and extension).
-    pub private_args: Vec<crate::cli::Secret>,
+    pub private_args: Vec<crate::secret::Secret>,
 }
-
-/// Preloaded into VS Code's main process (`node --require`). Two jobs:
-/// * our death must take VS Code's helpers (extension hosts, the pty host) with it. The kernel
-///   tells the main process with SIGTERM (`PR_SET_PDEATHSIG`); the helpers would survive it, so
-///   the main process passes it on to its whole process group, and SIGKILLs the group if it
-///   has not gone two seconds later. A check of the parent pid catches the rare death that
-///   arrives without the signal;
-/// * private arguments (see [`Launch::private_args`]) arrive NUL-separated on fd 3 when
-///   `CODE_SERVER_PRIVATE_ARGS_FD` says so, and are appended to `process.argv` before VS Code
-///   parses it.
-const PRELOAD: &str = r#"// Written by code-server: see src/vscode/supervisor.rs.
-const fs = require("fs");
-const group = -process.pid;
-let stopping = false;
-const stop = () => {
-  if (stopping) return;
-  stopping = true;
-  try { process.kill(group, "SIGTERM"); } catch {}
-  setTimeout(() => { try { process.kill(group, "SIGKILL"); } catch {} }, 2000);
-};
-process.on("SIGTERM", stop);
-const parent = process.ppid;
-setInterval(() => { if (process.ppid !== parent) stop(); }, 1000).unref();
-if (process.env.CODE_SERVER_PRIVATE_ARGS_FD === "3") {
-  delete process.env.CODE_SERVER_PRIVATE_ARGS_FD;
-  let text = "";
-  try { text = fs.readFileSync(3, "utf8"); fs.closeSync(3); } catch {}
-  for (const arg of text.split("\0")) if (arg) process.argv.push(arg);
-}
-"#;
 
 pub struct Supervisor {
     launch: Launch,
+    spawner: Arc<dyn Spawner>,
+    /// Runs the watch as a background task, so shutdown stops it.
+    lifecycle: Lifecycle,
     state: watch::Sender<State>,
     recent: Mutex<VecDeque<String>>,
-    started: AtomicBool,
+    /// The running watch (its stop token and task), if any. Starts and stops take turns under
+    /// this lock, so two watches never run at once.
+    running: tokio::sync::Mutex<Option<(CancellationToken, tokio::task::JoinHandle<()>)>>,
     generation: AtomicU64,
     /// The current child's process group, for stopping it from any task.
     pgid: Mutex<Option<i32>>,
+    /// The last child's pid (and group), for reports and tests.
+    last_pid: std::sync::atomic::AtomicI32,
     /// Wakes the running child's watch to restart it (SIGUSR1, see [`Supervisor::hotswap`]).
     restart: tokio::sync::Notify,
 }
@@ -129,14 +109,17 @@ pub enum NotReady {
 }
 
 impl Supervisor {
-    pub fn new(launch: Launch) -> Supervisor {
+    pub fn new(launch: Launch, spawner: Arc<dyn Spawner>, lifecycle: Lifecycle) -> Supervisor {
         Supervisor {
             launch,
+            spawner,
+            lifecycle,
             state: watch::Sender::new(State::Idle),
             recent: Mutex::new(VecDeque::new()),
-            started: AtomicBool::new(false),
+            running: tokio::sync::Mutex::new(None),
             generation: AtomicU64::new(0),
             pgid: Mutex::new(None),
+            last_pid: std::sync::atomic::AtomicI32::new(0),
             restart: tokio::sync::Notify::new(),
         }
     }
@@ -146,11 +129,48 @@ impl Supervisor {
     /// connections stay, and browser tabs reconnect to the new server. Returns false when VS Code
     /// has not been started yet (it starts on the next request that needs it).
     pub fn hotswap(&self) -> bool {
-        if !self.started.load(Ordering::SeqCst) {
+        if !self.is_running() {
             return false;
         }
         self.restart.notify_one();
         true
+    }
+
+    /// The last child started (its pid, which is also its process group).
+    pub fn pid(&self) -> Option<i32> {
+        Some(self.last_pid.load(Ordering::Relaxed)).filter(|p| *p > 0)
+    }
+
+    /// Whether a watch is running (started and not stopped).
+    pub fn is_running(&self) -> bool {
+        self.running.try_lock().map_or(true, |r| r.as_ref().is_some_and(|(t, h)| !t.is_cancelled() && !h.is_finished()))
+    }
+
+    /// Starts the watch unless it runs; returns at once.
+    pub async fn ensure_started(self: &Arc<Self>) {
+        let mut running = self.running.lock().await;
+        if running.as_ref().is_some_and(|(t, h)| !t.is_cancelled() && !h.is_finished()) {
+            return;
+        }
+        if self.lifecycle.is_shutting_down() {
+            return;
+        }
+        let token = self.lifecycle.token();
+        let me = self.clone();
+        let watch = token.clone();
+        let handle = self.lifecycle.spawn_handle("vscode supervisor", move |_| async move { me.run(watch).await });
+        *running = Some((token, handle));
+    }
+
+    /// Stops the child's whole group and the watch, and waits for both; a later
+    /// [`Supervisor::ready`] starts a new one.
+    pub async fn stop(&self) {
+        let mut running = self.running.lock().await;
+        if let Some((token, handle)) = running.take() {
+            token.cancel();
+            let _ = handle.await;
+        }
+        self.state.send_replace(State::Idle);
     }
 
     pub fn build(&self) -> &Build {
@@ -166,13 +186,15 @@ impl Supervisor {
         self.recent.lock().unwrap().iter().cloned().collect()
     }
 
-    /// True exactly once: for the caller that should start [`Supervisor::run`].
-    pub fn claim_start(&self) -> bool {
-        !self.started.swap(true, Ordering::SeqCst)
+    /// Starts the child unless it runs, and waits (at most `wait`) for it to accept
+    /// connections; returns its socket.
+    pub async fn ready(self: &Arc<Self>, wait: Duration) -> Result<(PathBuf, u64), NotReady> {
+        self.ensure_started().await;
+        self.wait_ready(wait).await
     }
 
     /// Waits (at most `wait`) for the child to accept connections; returns its socket.
-    pub async fn ready(&self, wait: Duration) -> Result<(PathBuf, u64), NotReady> {
+    pub async fn wait_ready(&self, wait: Duration) -> Result<(PathBuf, u64), NotReady> {
         let mut rx = self.state.subscribe();
         let result = tokio::time::timeout(wait, async {
             loop {
@@ -197,7 +219,7 @@ impl Supervisor {
     }
 
     /// Supervises the child until `cancel`, then stops its process group.
-    pub async fn run(&self, cancel: CancellationToken) {
+    async fn run(&self, cancel: CancellationToken) {
         let mut backoff = FIRST_BACKOFF;
         loop {
             if cancel.is_cancelled() {
@@ -251,12 +273,13 @@ impl Supervisor {
         }
         let socket = dir.join(format!("vscode-{}-{generation}.sock", std::process::id()));
         let _ = std::fs::remove_file(&socket);
-        let mut child = match self.spawn(&socket) {
+        let mut child = match self.spawner.spawn(&self.launch, &socket) {
             Ok(c) => c,
             Err(e) => return failed(format!("could not be started ({})", crate::errno::describe(&e))),
         };
         let pgid = child.id().map(|p| p as i32);
         *self.pgid.lock().unwrap() = pgid;
+        self.last_pid.store(pgid.unwrap_or(0), Ordering::Relaxed);
         tracing::info!("Starting VS Code {} (pid {})", self.launch.build.version, pgid.unwrap_or(0));
 
         let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(1);
@@ -331,60 +354,6 @@ impl Supervisor {
         Ended { reason, healthy_for: ready_since.map(|t: Instant| t.elapsed()), requested }
     }
 
-    fn spawn(&self, socket: &Path) -> std::io::Result<tokio::process::Child> {
-        let l = &self.launch;
-        let mut cmd = tokio::process::Command::new(&l.build.node);
-        let preload = l.runtime_dir.join("preload.cjs");
-        crate::util::atomic_write(&preload, PRELOAD.as_bytes(), 0o600)?;
-        cmd.arg("--require").arg(&preload);
-        let private = PrivateArgs::new(&l.private_args)?;
-        if private.is_some() {
-            cmd.env("CODE_SERVER_PRIVATE_ARGS_FD", "3");
-        }
-        cmd.arg(l.build.root.join("out/server-main.js"))
-            .arg("--socket-path")
-            .arg(socket)
-            .args(&l.args)
-            .current_dir(&l.build.root)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
-        super::scrub_env(&mut cmd);
-        for (k, v) in &l.env {
-            cmd.env(k, v);
-        }
-        let parent = std::process::id() as libc::pid_t;
-        let pipe = private.as_ref().map(|p| p.read_fd);
-        // SAFETY: only async-signal-safe calls between fork and exec (prctl, getppid, raise,
-        // dup2, fcntl).
-        unsafe {
-            cmd.pre_exec(move || {
-                // Die with us, even if we are SIGKILLed: the kernel sends SIGTERM, which lets
-                // VS Code take its own children down.
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // We may have died between fork and prctl.
-                if libc::getppid() != parent {
-                    libc::raise(libc::SIGTERM);
-                }
-                if let Some(fd) = pipe {
-                    if fd == 3 {
-                        libc::fcntl(3, libc::F_SETFD, 0);
-                    } else if libc::dup2(fd, 3) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                Ok(())
-            });
-        }
-        let child = cmd.spawn();
-        drop(private);
-        child
-    }
-
     /// Logs each line at debug, keeps the recent ones, and reports the readiness line.
     async fn read_output(
         &self,
@@ -424,50 +393,10 @@ impl Supervisor {
     }
 }
 
-/// A pipe already holding the private arguments, which the child reads as fd 3.
-struct PrivateArgs {
-    read_fd: libc::c_int,
-}
-
-impl PrivateArgs {
-    fn new(args: &[crate::cli::Secret]) -> std::io::Result<Option<PrivateArgs>> {
-        if args.is_empty() {
-            return Ok(None);
-        }
-        let mut data = Vec::new();
-        for a in args {
-            data.extend_from_slice(a.expose().as_bytes());
-            data.push(0);
-        }
-        let mut fds = [0 as libc::c_int; 2];
-        // SAFETY: plain syscalls on descriptors we own; the payload is far below the pipe's
-        // capacity, so the write cannot block.
-        unsafe {
-            if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            let written = libc::write(fds[1], data.as_ptr().cast(), data.len());
-            libc::close(fds[1]);
-            if written != data.len() as isize {
-                libc::close(fds[0]);
-                return Err(std::io::Error::other("could not pass private arguments to VS Code"));
-            }
-        }
-        Ok(Some(PrivateArgs { read_fd: fds[0] }))
-    }
-}
-
-impl Drop for PrivateArgs {
-    fn drop(&mut self) {
-        // SAFETY: our own descriptor; the child has its copy.
-        unsafe { libc::close(self.read_fd) };
-    }
-}
-
 /// `GET /version` over the socket: VS Code answers with its commit once its server module is up.
 async fn probe_version(socket: &Path) -> Result<String, String> {
     let req = axum::http::Request::get("/version").header("host", "localhost").body(axum::body::Body::empty()).unwrap();
-    let res = super::forward::send(socket, req).await.map_err(|e| e.to_string())?;
+    let res = crate::vscode::forward::send(socket, req).await.map_err(|e| e.to_string())?;
     if !res.status().is_success() {
         return Err(format!("status {}", res.status()));
     }
