@@ -25,7 +25,7 @@ use tokio_rustls::rustls::ServerConfig;
 use crate::assets::Site;
 use crate::auth::device::DeviceKeys;
 use crate::auth::limiter::LoginLimiter;
-use crate::auth::password::{PasswordChecker, PasswordMethod};
+use crate::auth::password::{PasswordChecker, PasswordMethod, PasswordSource};
 use crate::auth::session::{FileStore, SessionStore, Sessions};
 use crate::auth::{Auth, Mode};
 use crate::cli::{AuthMode, CliError, Config};
@@ -35,7 +35,7 @@ use crate::heart::routes::HeartState;
 use crate::i18n::Strings;
 use crate::identity::UserId;
 use crate::lifecycle::Lifecycle;
-use crate::pages::Pages;
+use crate::pages::{Pages, PasswordHint};
 use crate::proxy::{Proxy, ProxyOptions, ProxyState};
 use crate::server::{self, Listener};
 use crate::session_socket::OpenRequest;
@@ -208,11 +208,7 @@ impl AppState {
         });
         let site = Site { app_name: config.app_name.clone(), security_contact: config.security_contact.clone() };
         Ok(AppState {
-            pages: Arc::new(Pages::new(
-                strings,
-                config.welcome_text.clone(),
-                config.password.as_ref().map(|p| p.source),
-            )),
+            pages: Arc::new(Pages::new(strings, config.welcome_text.clone(), password_hint(&config))),
             heart: Arc::new(heart),
             proxy: Arc::new(proxy),
             auth: Arc::new(auth),
@@ -252,6 +248,15 @@ impl AppState {
     /// The single user's workspace.
     pub fn owner(&self) -> Arc<Workspace> {
         self.workspaces.get(&UserId::owner()).expect("single-user mode has the owner's workspace")
+    }
+}
+
+/// Where the login page says the password is.
+fn password_hint(config: &Config) -> PasswordHint {
+    match config.password.as_ref().map(|p| p.source) {
+        Some(PasswordSource::EnvPassword) => PasswordHint::EnvPassword,
+        Some(PasswordSource::EnvHashedPassword) => PasswordHint::EnvHashedPassword,
+        _ => PasswordHint::ConfigFile,
     }
 }
 

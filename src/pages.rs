@@ -9,7 +9,6 @@ use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 
-use crate::auth::password::PasswordSource;
 use crate::error::{AppError, accepts_html};
 use crate::i18n::Strings;
 use crate::relative::{Query, normalize, relative_root};
@@ -53,29 +52,23 @@ struct LogoutTemplate<'a> {
     confirm: &'a str,
 }
 
-#[derive(Template)]
-#[template(path = "provisioning.html")]
-struct ProvisioningTemplate<'a> {
-    app_name: &'a str,
-    root: &'a str,
-    step: &'a str,
-    percent: u8,
-    refresh: u32,
-}
-
-/// The page shown while VS Code is provisioned (see [`crate::vscode::first_run`]).
-pub fn provisioning(app_name: &str, root: &str, status: &crate::vscode::provision::Status, refresh: u32) -> String {
-    ProvisioningTemplate { app_name, root, step: &status.step, percent: status.percent, refresh }
-        .render()
-        .expect("the provisioning template renders")
-}
-
 /// Everything the pages need from the configuration, computed once.
 #[derive(Debug, Clone)]
 pub struct Pages {
     strings: Strings,
     welcome_text: Option<String>,
     password_hint_key: &'static str,
+}
+
+/// Where the login page says the password is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordHint {
+    /// In the config file (also without a password, under `--auth none`).
+    ConfigFile,
+    /// `$PASSWORD`.
+    EnvPassword,
+    /// `$HASHED_PASSWORD`.
+    EnvHashedPassword,
 }
 
 /// A login-page error, by i18n key.
@@ -97,13 +90,12 @@ impl LoginError {
 }
 
 impl Pages {
-    /// `welcome_text`: `--welcome-text`; `password_source`: where the password came from (the
-    /// login page's hint).
-    pub fn new(strings: Strings, welcome_text: Option<String>, password_source: Option<PasswordSource>) -> Pages {
-        let password_hint_key = match password_source {
-            Some(PasswordSource::EnvPassword) => "LOGIN_USING_ENV_PASSWORD",
-            Some(PasswordSource::EnvHashedPassword) => "LOGIN_USING_HASHED_PASSWORD",
-            _ => "LOGIN_PASSWORD",
+    /// `welcome_text`: `--welcome-text`; `hint`: where the login page says the password is.
+    pub fn new(strings: Strings, welcome_text: Option<String>, hint: PasswordHint) -> Pages {
+        let password_hint_key = match hint {
+            PasswordHint::EnvPassword => "LOGIN_USING_ENV_PASSWORD",
+            PasswordHint::EnvHashedPassword => "LOGIN_USING_HASHED_PASSWORD",
+            PasswordHint::ConfigFile => "LOGIN_PASSWORD",
         };
         Pages { strings, welcome_text, password_hint_key }
     }

@@ -9,11 +9,3 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub fn commit() -> &'static str {
     option_env!("CODE_SERVER_COMMIT").unwrap_or("development")
 }
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn our_version_is_the_pinned_builds() {
-        assert_eq!(super::VERSION, crate::vscode::build::CODE_SERVER_VERSION);
-    }
-}

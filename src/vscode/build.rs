@@ -130,6 +130,11 @@ pub fn default_dir(data_dir: &Path) -> PathBuf {
 mod tests {
     use super::*;
 
+    #[test]
+    fn our_version_is_the_pinned_builds() {
+        assert_eq!(crate::version::VERSION, CODE_SERVER_VERSION);
+    }
+
     fn fake_build(root: &Path, product: &str) {
         std::fs::create_dir_all(root.join("out")).unwrap();
         std::fs::write(root.join("out/server-main.js"), "").unwrap();

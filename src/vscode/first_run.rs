@@ -4,6 +4,7 @@
 //! with the same in words and `Retry-After`; `/healthz` answers as usual. Our own assets serve
 //! the page's styles.
 
+use askama::Template;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -45,9 +46,26 @@ async fn page(State(first): State<FirstRun>, req: Request) -> Response {
         let message = format!("VS Code is being set up: {} ({}%)", status.step, status.percent);
         return AppError::new(StatusCode::SERVICE_UNAVAILABLE, message).retry_after(REFRESH).into_response();
     }
-    let html = crate::pages::provisioning(&first.app_name, &relative_root(req.uri().path()), &status, REFRESH);
+    let html = render(&first.app_name, &relative_root(req.uri().path()), &status, REFRESH);
     let mut res = (StatusCode::SERVICE_UNAVAILABLE, Html(html)).into_response();
     res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(REFRESH));
     crate::headers::add_private_headers(res.headers_mut());
     res
+}
+
+#[derive(Template)]
+#[template(path = "provisioning.html")]
+struct ProvisioningTemplate<'a> {
+    app_name: &'a str,
+    root: &'a str,
+    step: &'a str,
+    percent: u8,
+    refresh: u32,
+}
+
+/// The page shown while VS Code is provisioned.
+fn render(app_name: &str, root: &str, status: &Status, refresh: u32) -> String {
+    ProvisioningTemplate { app_name, root, step: &status.step, percent: status.percent, refresh }
+        .render()
+        .expect("the provisioning template renders")
 }
