@@ -365,7 +365,7 @@ pub async fn run(
         lifecycle.begin_shutdown();
         stopped = Some(why);
     };
-    let lane = Some(crate::proxy::lane::Lane::new(ProxyState::from_ref(&state)));
+    let lane = state.config.express_lane.then(|| crate::proxy::lane::Lane::new(ProxyState::from_ref(&state)));
     server::serve(listener, router(state.clone()), lane, tls, stop).await;
     lifecycle.finish().await;
 

@@ -139,9 +139,12 @@ fn environment_overrides_and_fallbacks() {
                 ("CS_DISABLE_GETTING_STARTED_OVERRIDE", "yes"),
                 ("LOG_LEVEL", "warn"),
                 ("VSCODE_OPTIONS", "enable-sandbox  agents=true"),
+                ("CODE_SERVER_EXPRESS_LANE", "off"),
             ],
         )
         .unwrap();
+    assert!(!c.express_lane, "the diagnostic switch turns the express lane off");
+    assert!(case.load(&[], &[]).unwrap().express_lane, "on by default");
     let pw = c.password.as_ref().unwrap();
     assert_eq!(pw.password.as_ref().unwrap().expose(), "env-pw");
     assert_eq!(pw.source, PasswordSource::EnvPassword);

@@ -15,13 +15,44 @@ use tokio_tungstenite::tungstenite::Message;
 
 const PASSWORD: &str = "correct-horse";
 
+/// Which way proxied requests go: every test here runs twice, with the express lane on (as it
+/// is by default) and off (hyper's path alone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lane {
+    On,
+    Off,
+}
+
+impl Lane {
+    fn env(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Lane::On => &[],
+            Lane::Off => &[("CODE_SERVER_EXPRESS_LANE", "off")],
+        }
+    }
+}
+
+/// Runs each named test body (an `async fn(Lane)`) once per lane.
+macro_rules! both_lanes {
+    ($($(#[$attr:meta])* $name:ident),* $(,)?) => {
+        mod lane_on {
+            $( $(#[$attr])* async fn $name() { super::$name(super::Lane::On).await } )*
+        }
+        mod lane_off {
+            $( $(#[$attr])* async fn $name() { super::$name(super::Lane::Off).await } )*
+        }
+    };
+}
+
 /// A password-protected server with `args`, its home, and a logged-in client's cookie.
-async fn server(args: &[&str], env: &[(&str, &str)]) -> (Home, Server, String) {
+async fn server(lane: Lane, args: &[&str], env: &[(&str, &str)]) -> (Home, Server, String) {
     let home = Home::new();
     home.write_config(&format!("auth: password\npassword: {PASSWORD}\n"));
     let mut all = vec!["--bind-addr", "127.0.0.1:0"];
     all.extend_from_slice(args);
-    let s = Server::start(&home, &all, env);
+    let mut env = env.to_vec();
+    env.extend_from_slice(lane.env());
+    let s = Server::start(&home, &all, &env);
     let cookie = s.client().login(PASSWORD).await;
     (home, s, cookie)
 }
@@ -52,10 +83,9 @@ impl Echo {
     }
 }
 
-#[tokio::test]
-async fn path_proxy_forwards_every_method_path_query_and_header() {
+async fn path_proxy_forwards_every_method_path_query_and_header(lane: Lane) {
     let up = Upstream::start().await;
-    let (_home, s, cookie) = server(&[], &[]).await;
+    let (_home, s, cookie) = server(lane, &[], &[]).await;
     let c = s.client();
     let p = up.port;
 
@@ -126,10 +156,9 @@ async fn path_proxy_forwards_every_method_path_query_and_header() {
 
 /// HTTP/1.0 may leave out Host; the upstream, spoken to in HTTP/1.1, still gets one: its own
 /// address.
-#[tokio::test]
-async fn a_request_without_host_names_the_upstream() {
+async fn a_request_without_host_names_the_upstream(lane: Lane) {
     let up = Upstream::start().await;
-    let (_home, s, cookie) = server(&[], &[]).await;
+    let (_home, s, cookie) = server(lane, &[], &[]).await;
     let mut sock = tokio::net::TcpStream::connect(s.authority()).await.unwrap();
     let head = format!("GET /proxy/{}/echo?q HTTP/1.0\r\nCookie: {cookie}\r\n\r\n", up.port);
     sock.write_all(head.as_bytes()).await.unwrap();
@@ -143,26 +172,24 @@ async fn a_request_without_host_names_the_upstream() {
     assert_eq!(echo.header("host"), Some(format!("127.0.0.1:{}", up.port).as_str()));
 }
 
-#[tokio::test]
-async fn absproxy_keeps_the_path_and_prepends_the_base_path() {
+async fn absproxy_keeps_the_path_and_prepends_the_base_path(lane: Lane) {
     let up = Upstream::start().await;
     let p = up.port;
-    let (_home, s, cookie) = server(&[], &[]).await;
+    let (_home, s, cookie) = server(lane, &[], &[]).await;
     let e = Echo::of(&s.client().get_with(&format!("/absproxy/{p}/a//b?q=1"), &[("cookie", &cookie)]).await);
     assert_eq!(e.uri(), format!("/absproxy/{p}/a//b?q=1"));
     let e = Echo::of(&s.client().get_with(&format!("/absproxy/{p}"), &[("cookie", &cookie)]).await);
     assert_eq!(e.uri(), format!("/absproxy/{p}"));
 
-    let (_home, s, cookie) = server(&["--abs-proxy-base-path", "/user/1/"], &[]).await;
+    let (_home, s, cookie) = server(lane, &["--abs-proxy-base-path", "/user/1/"], &[]).await;
     let e = Echo::of(&s.client().get_with(&format!("/absproxy/{p}/a?q=1"), &[("cookie", &cookie)]).await);
     assert_eq!(e.uri(), format!("/user/1/absproxy/{p}/a?q=1"));
 }
 
-#[tokio::test]
-async fn location_is_rewritten_under_proxy_only() {
+async fn location_is_rewritten_under_proxy_only(lane: Lane) {
     let up = Upstream::start().await;
     let p = up.port;
-    let (_home, s, cookie) = server(&[], &[]).await;
+    let (_home, s, cookie) = server(lane, &[], &[]).await;
     let c = s.client();
     let loc = |r: &Resp| r.header("location").map(str::to_string);
 
@@ -177,10 +204,9 @@ async fn location_is_rewritten_under_proxy_only() {
     assert_eq!(loc(&r).as_deref(), Some("/finale"));
 }
 
-#[tokio::test]
-async fn bad_ports_closed_ports_and_timeouts() {
+async fn bad_ports_closed_ports_and_timeouts(lane: Lane) {
     let up = Upstream::start().await;
-    let (_home, s, cookie) = server(&["--proxy-timeout", "1s"], &[]).await;
+    let (_home, s, cookie) = server(lane, &["--proxy-timeout", "1s"], &[]).await;
     let c = s.client();
 
     for bad in ["abc", "0", "65536", "80a", "-1", "%33%30"] {
@@ -227,11 +253,10 @@ async fn bad_ports_closed_ports_and_timeouts() {
     assert!(msg.contains(&garbage.to_string()) && !msg.contains("SSH"), "{msg}");
 }
 
-#[tokio::test]
-async fn unauthenticated_requests_go_to_login_or_get_401() {
+async fn unauthenticated_requests_go_to_login_or_get_401(lane: Lane) {
     let up = Upstream::start().await;
     let p = up.port;
-    let (_home, s, _cookie) = server(&[], &[]).await;
+    let (_home, s, _cookie) = server(lane, &[], &[]).await;
     let c = s.client();
 
     // The proxy's root sends a browser to log in, keeping the way back.
@@ -260,22 +285,21 @@ async fn unauthenticated_requests_go_to_login_or_get_401() {
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
 
     // --skip-auth-preflight lets OPTIONS through, and only OPTIONS.
-    let (_home, s, _) = server(&["--skip-auth-preflight"], &[]).await;
+    let (_home, s, _) = server(lane, &["--skip-auth-preflight"], &[]).await;
     let c = s.client();
     let r = c.send("OPTIONS", &format!("/proxy/{p}/x"), &[("origin", "http://a.test")], Body::empty()).await;
     assert_eq!(Echo::of(&r).method(), "OPTIONS");
     assert_eq!(c.get(&format!("/proxy/{p}/x")).await.status, StatusCode::UNAUTHORIZED);
 }
 
-#[tokio::test]
-async fn disable_proxy_forbids_every_route() {
+async fn disable_proxy_forbids_every_route(lane: Lane) {
     let up = Upstream::start().await;
     let p = up.port;
     for (args, env) in [
         (vec!["--disable-proxy", "--proxy-domain", "example.test"], vec![]),
         (vec!["--proxy-domain", "example.test"], vec![("CS_DISABLE_PROXY", "1")]),
     ] {
-        let (_home, s, cookie) = server(&args, &env).await;
+        let (_home, s, cookie) = server(lane, &args, &env).await;
         let c = s.client();
         for path in [format!("/proxy/{p}/"), format!("/proxy/{p}/x"), format!("/absproxy/{p}/x")] {
             let r = c.get_with(&path, &[("cookie", &cookie)]).await;
@@ -295,10 +319,9 @@ async fn disable_proxy_forbids_every_route() {
     }
 }
 
-#[tokio::test]
-async fn events_and_long_polls_arrive_as_they_are_written() {
+async fn events_and_long_polls_arrive_as_they_are_written(lane: Lane) {
     let up = Upstream::start().await;
-    let (_home, s, cookie) = server(&[], &[]).await;
+    let (_home, s, cookie) = server(lane, &[], &[]).await;
     let c = s.client();
 
     let res = c.stream("GET", &format!("/proxy/{}/sse", up.port), &[("cookie", &cookie)], Body::empty()).await;
@@ -334,11 +357,10 @@ async fn events_and_long_polls_arrive_as_they_are_written() {
     assert_eq!(poll.await.unwrap().text(), "released");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn large_bodies_stream_both_ways_intact() {
+async fn large_bodies_stream_both_ways_intact(lane: Lane) {
     const SIZE: u64 = 256 * 1024 * 1024;
     let up = Upstream::start().await;
-    let (_home, s, cookie) = server(&[], &[]).await;
+    let (_home, s, cookie) = server(lane, &[], &[]).await;
     let c = s.client();
     let want = Pattern::sha256(SIZE);
 
@@ -379,10 +401,9 @@ async fn large_bodies_stream_both_ways_intact() {
     }
 }
 
-#[tokio::test]
-async fn head_204_and_304() {
+async fn head_204_and_304(lane: Lane) {
     let up = Upstream::start().await;
-    let (_home, s, cookie) = server(&[], &[]).await;
+    let (_home, s, cookie) = server(lane, &[], &[]).await;
     let c = s.client();
     let p = up.port;
 
@@ -413,10 +434,9 @@ async fn read_until(sock: &mut tokio::net::TcpStream, buf: &mut Vec<u8>, marker:
     }
 }
 
-#[tokio::test]
-async fn expect_continue_and_trailers() {
+async fn expect_continue_and_trailers(lane: Lane) {
     let up = Upstream::start().await;
-    let (_home, s, cookie) = server(&[], &[]).await;
+    let (_home, s, cookie) = server(lane, &[], &[]).await;
     let p = up.port;
 
     // Expect: 100-continue: the interim answer comes once the upstream is reading, then the body
@@ -453,12 +473,11 @@ async fn expect_continue_and_trailers() {
     assert_eq!(trailers.unwrap()["x-checksum"], "abc");
 }
 
-#[tokio::test]
-async fn domain_proxy() {
+async fn domain_proxy(lane: Lane) {
     let up = Upstream::start().await;
     let p = up.port;
     let (_home, s, cookie) =
-        server(&["--proxy-domain", "*.example.test", "--proxy-domain", "code-{{port}}-{{host}}"], &[]).await;
+        server(lane, &["--proxy-domain", "*.example.test", "--proxy-domain", "code-{{port}}-{{host}}"], &[]).await;
     let c = s.client();
     let host = format!("{p}.example.test");
 
@@ -524,7 +543,7 @@ async fn domain_proxy() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
 
     // --skip-auth-preflight: preflights on a proxied host reach the app.
-    let (_home, s, _) = server(&["--proxy-domain", "example.test", "--skip-auth-preflight"], &[]).await;
+    let (_home, s, _) = server(lane, &["--proxy-domain", "example.test", "--skip-auth-preflight"], &[]).await;
     let r = s.client().send("OPTIONS", "/api", &[("host", &host)], Body::empty()).await;
     assert_eq!(Echo::of(&r).method(), "OPTIONS");
 }
@@ -560,11 +579,11 @@ async fn round_trip(ws: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpS
     ws.close(None).await.unwrap();
 }
 
-#[tokio::test]
-async fn websockets_on_every_route() {
+async fn websockets_on_every_route(lane: Lane) {
     let up = Upstream::start().await;
     let p = up.port;
-    let (_home, s, cookie) = server(&["--proxy-domain", "example.test", "--abs-proxy-base-path", "/base"], &[]).await;
+    let (_home, s, cookie) =
+        server(lane, &["--proxy-domain", "example.test", "--abs-proxy-base-path", "/base"], &[]).await;
     let host = format!("{p}.example.test");
     let mixed = format!("a=1; {cookie}");
     let common = [
@@ -619,11 +638,10 @@ async fn websockets_on_every_route() {
     assert_eq!(r.unwrap_err(), StatusCode::BAD_GATEWAY);
 }
 
-#[tokio::test]
-async fn proxied_requests_count_as_activity_and_auth_none_needs_no_session() {
+async fn proxied_requests_count_as_activity_and_auth_none_needs_no_session(lane: Lane) {
     let up = Upstream::start().await;
     let home = Home::new();
-    let s = Server::start(&home, &["--bind-addr", "127.0.0.1:0", "--auth", "none"], &[]);
+    let s = Server::start(&home, &["--bind-addr", "127.0.0.1:0", "--auth", "none"], lane.env());
     let c = s.client();
     assert_eq!(c.get("/healthz").await.json()["status"], "expired");
     let e = Echo::of(&c.get(&format!("/proxy/{}/x", up.port)).await);
@@ -631,10 +649,9 @@ async fn proxied_requests_count_as_activity_and_auth_none_needs_no_session() {
     assert_eq!(c.get("/healthz").await.json()["status"], "alive");
 }
 
-#[tokio::test]
-async fn a_slow_upload_is_not_cut_off_by_the_timeout() {
+async fn a_slow_upload_is_not_cut_off_by_the_timeout(lane: Lane) {
     let up = Upstream::start().await;
-    let (_home, s, cookie) = server(&["--proxy-timeout", "1s"], &[]).await;
+    let (_home, s, cookie) = server(lane, &["--proxy-timeout", "1s"], &[]).await;
     // Eight chunks a quarter of a second apart: the whole upload outlasts the timeout, but the
     // upstream is never kept waiting for that long.
     let chunks = futures_util::stream::unfold(0u8, |i| async move {
@@ -651,10 +668,9 @@ async fn a_slow_upload_is_not_cut_off_by_the_timeout() {
     assert_eq!(Echo::of(&r).0["body_len"], 8000);
 }
 
-#[tokio::test]
-async fn keep_alive_reuses_upstream_connections_and_hands_over_mid_connection() {
+async fn keep_alive_reuses_upstream_connections_and_hands_over_mid_connection(lane: Lane) {
     let up = Upstream::start().await;
-    let (_home, s, cookie) = server(&[], &[]).await;
+    let (_home, s, cookie) = server(lane, &[], &[]).await;
     let tcp = tokio::net::TcpStream::connect(s.authority()).await.unwrap();
     let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.unwrap();
     tokio::spawn(conn);
@@ -723,10 +739,9 @@ async fn one_answer_per_connection() -> u16 {
     port
 }
 
-#[tokio::test]
-async fn a_stale_upstream_connection_is_replaced_not_reported() {
+async fn a_stale_upstream_connection_is_replaced_not_reported(lane: Lane) {
     let port = one_answer_per_connection().await;
-    let (_home, s, cookie) = server(&[], &[]).await;
+    let (_home, s, cookie) = server(lane, &[], &[]).await;
     let tcp = tokio::net::TcpStream::connect(s.authority()).await.unwrap();
     let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.unwrap();
     tokio::spawn(conn);
@@ -748,13 +763,12 @@ async fn a_stale_upstream_connection_is_replaced_not_reported() {
     }
 }
 
-#[tokio::test]
-async fn websockets_when_connections_start_in_the_express_lane() {
+async fn websockets_when_connections_start_in_the_express_lane(lane: Lane) {
     // Without proxy domains, connections start in the express lane, which hands a WebSocket
     // handshake (on a fresh connection or after other proxied requests) to hyper.
     let up = Upstream::start().await;
     let p = up.port;
-    let (_home, s, cookie) = server(&["--abs-proxy-base-path", "/base"], &[]).await;
+    let (_home, s, cookie) = server(lane, &["--abs-proxy-base-path", "/base"], &[]).await;
     let mixed = format!("a=1; {cookie}");
     let headers = [
         ("cookie", mixed.as_str()),
@@ -788,4 +802,25 @@ async fn websockets_when_connections_start_in_the_express_lane() {
         tokio::time::timeout(std::time::Duration::from_secs(20), async { while let Some(Ok(_)) = ws.next().await {} });
     end.await.expect("the WebSocket is closed at shutdown");
     assert_eq!(s.stop(), Some(0));
+}
+
+both_lanes! {
+    #[tokio::test] path_proxy_forwards_every_method_path_query_and_header,
+    #[tokio::test] a_request_without_host_names_the_upstream,
+    #[tokio::test] absproxy_keeps_the_path_and_prepends_the_base_path,
+    #[tokio::test] location_is_rewritten_under_proxy_only,
+    #[tokio::test] bad_ports_closed_ports_and_timeouts,
+    #[tokio::test] unauthenticated_requests_go_to_login_or_get_401,
+    #[tokio::test] disable_proxy_forbids_every_route,
+    #[tokio::test] events_and_long_polls_arrive_as_they_are_written,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)] large_bodies_stream_both_ways_intact,
+    #[tokio::test] head_204_and_304,
+    #[tokio::test] expect_continue_and_trailers,
+    #[tokio::test] domain_proxy,
+    #[tokio::test] websockets_on_every_route,
+    #[tokio::test] proxied_requests_count_as_activity_and_auth_none_needs_no_session,
+    #[tokio::test] a_slow_upload_is_not_cut_off_by_the_timeout,
+    #[tokio::test] keep_alive_reuses_upstream_connections_and_hands_over_mid_connection,
+    #[tokio::test] a_stale_upstream_connection_is_replaced_not_reported,
+    #[tokio::test] websockets_when_connections_start_in_the_express_lane,
 }

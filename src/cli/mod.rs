@@ -83,6 +83,9 @@ pub struct Config {
     pub abs_proxy_base_path: Option<String>,
     /// How long the port proxy waits for an upstream's response headers (connect included).
     pub proxy_timeout: Duration,
+    /// The port proxy's express lane (`$CODE_SERVER_EXPRESS_LANE=off` turns it off: every
+    /// proxied request then takes hyper's path; a diagnostic switch).
+    pub express_lane: bool,
     pub idle_timeout: Option<Duration>,
     pub disable_telemetry: bool,
     pub disable_update_check: bool,
@@ -398,6 +401,7 @@ pub fn resolve(
         skip_auth_preflight: m.flag("skip-auth-preflight"),
         abs_proxy_base_path: m.str("abs-proxy-base-path").map(str::to_string),
         proxy_timeout,
+        express_lane: !matches!(env.get("CODE_SERVER_EXPRESS_LANE"), Some("off" | "0" | "false")),
         idle_timeout: idle_seconds.map(Duration::from_secs),
         disable_telemetry: m.flag("disable-telemetry"),
         disable_update_check: m.flag("disable-update-check"),
