@@ -31,6 +31,12 @@ fn main() -> ExitCode {
             println!("{}", cli::help::version_text(json, vscode_version(&env, vscode_dir).as_deref()));
             return ExitCode::SUCCESS;
         }
+        Command::Completions(shell) => {
+            use std::io::Write;
+            let script = cli::help::completions(&shell).expect("the parser accepts known shells only");
+            let _ = std::io::stdout().write_all(&script);
+            return ExitCode::SUCCESS;
+        }
         Command::Extensions(config) => (config, Mode::Extensions),
         Command::Provision(config) => (config, Mode::Provision),
         Command::Serve(config) => (config, Mode::Serve),

@@ -210,3 +210,23 @@ fn env_password_and_config_flag() {
     assert!(other.exists());
     assert!(s.stdout_text().contains(&format!("Using config file {}", other.display())));
 }
+
+/// Shell completions, generated from the same table that parses the command line.
+#[test]
+fn shell_completions() {
+    let home = Home::new();
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let out = run(&home, &["--completions", shell], &[]);
+        assert_eq!(out.code, Some(0), "{shell}: {}", out.stderr);
+        for flag in ["bind-addr", "proxy-domain", "install-extension", "vscode-dir"] {
+            assert!(out.stdout.contains(flag), "{shell} completes --{flag}");
+        }
+    }
+    let out = run(&home, &["--completions", "tcsh"], &[]);
+    assert_eq!(out.code, Some(1));
+    assert!(out.stderr.contains("--completions valid values: [bash, zsh, fish, elvish, powershell]"), "{}", out.stderr);
+    home.write_config("completions: bash\n");
+    let out = run(&home, &["--bind-addr", "127.0.0.1:0"], &[]);
+    assert_eq!(out.code, Some(1));
+    assert!(out.stderr.contains("--completions can only be given on the command line"), "{}", out.stderr);
+}

@@ -72,6 +72,9 @@ fn parse_text(text: &str, cwd: &Path) -> Result<Parsed, CliError> {
             return Err(CliError::new(format!("invalid config: option names must be text, found {}", kind_name(&key))));
         };
         let spec = options::by_name(&key).ok_or_else(|| CliError::new(format!("Unknown option --{key}")))?;
+        if spec.cli_only {
+            return Err(CliError::new(format!("--{key} can only be given on the command line")));
+        }
         let items = match value {
             Yaml::Null => continue,
             Yaml::Sequence(items) if spec.kind == Kind::List => items,

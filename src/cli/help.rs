@@ -52,6 +52,23 @@ pub fn help_text() -> String {
     out
 }
 
+/// The completion script for `shell` (one of [`super::options::SHELLS`]), generated from the
+/// command line's clap definition.
+pub fn completions(shell: &str) -> Option<Vec<u8>> {
+    use clap_complete::Shell;
+    let shell = match shell {
+        "bash" => Shell::Bash,
+        "zsh" => Shell::Zsh,
+        "fish" => Shell::Fish,
+        "elvish" => Shell::Elvish,
+        "powershell" => Shell::PowerShell,
+        _ => return None,
+    };
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut super::parse::command(), "code-server", &mut out);
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
 

@@ -139,6 +139,8 @@ pub enum Command {
         vscode_dir: Option<PathBuf>,
     },
     Extensions(Box<Config>),
+    /// `--completions SHELL`: print the shell's completion script.
+    Completions(String),
     /// `--provision-vscode`: prepare the VS Code build and exit.
     Provision(Box<Config>),
     Serve(Box<Config>),
@@ -157,6 +159,9 @@ pub fn load(argv: &[String], env: &Environment, cwd: &Path) -> Result<Loaded, Cl
     let cli = parse::parse_args(argv, cwd)?;
     if cli.flag("help") {
         return Ok(Loaded { command: Command::Help, notes: vec![] });
+    }
+    if let Some(shell) = cli.str("completions") {
+        return Ok(Loaded { command: Command::Completions(shell.to_string()), notes: vec![] });
     }
     if cli.flag("version") {
         let vscode_dir = cli.str("vscode-dir").map(PathBuf::from);

@@ -1,8 +1,8 @@
 //! The table of every option code-server accepts, in code-server's `--help` order.
 //!
-//! We parse code-server's command line ourselves instead of with clap: code-server has multi-letter
-//! short options (`-vvv`, `-an`), an optional-value option (`--cert`), and feeds the config file
-//! through the same rules. One table drives the parser, the config-file reader and `--help`.
+//! One table drives the command line (a clap `Command` built from it, see
+//! [`super::parse::command`], which also makes the shell completions), the config-file reader
+//! and `--help` (code-server's layout, which clap's own help does not have).
 
 /// How an option takes its value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,13 +35,25 @@ pub struct OptSpec {
     pub deprecated: bool,
     /// Secrets that may only come from the config file or this environment variable.
     pub config_or_env_only: Option<&'static str>,
+    /// Only on the command line (an action such as printing completions), never in the file.
+    pub cli_only: bool,
 }
 
 pub const AUTH_VALUES: &[&str] = &["password", "none"];
 pub const LOG_VALUES: &[&str] = &["trace", "debug", "info", "warn", "error"];
+pub const SHELLS: &[&str] = &["bash", "zsh", "fish", "elvish", "powershell"];
 
 const fn opt(name: &'static str, kind: Kind, description: Option<&'static str>) -> OptSpec {
-    OptSpec { name, short: None, kind, path: false, description, deprecated: false, config_or_env_only: None }
+    OptSpec {
+        name,
+        short: None,
+        kind,
+        path: false,
+        description,
+        deprecated: false,
+        config_or_env_only: None,
+        cli_only: false,
+    }
 }
 
 const fn short(mut o: OptSpec, s: &'static str) -> OptSpec {
@@ -56,6 +68,11 @@ const fn path(mut o: OptSpec) -> OptSpec {
 
 const fn secret(mut o: OptSpec, env: &'static str) -> OptSpec {
     o.config_or_env_only = Some(env);
+    o
+}
+
+const fn cli_only(mut o: OptSpec) -> OptSpec {
+    o.cli_only = true;
     o
 }
 
@@ -271,6 +288,11 @@ pub static OPTIONS: &[OptSpec] = &[
             "URL of the latest-release JSON (GitHub's releases/latest format) that /update/check reads.\nDefault: coder/code-server's releases. Also read from $CODE_SERVER_UPDATE_URL.",
         ),
     ),
+    cli_only(opt(
+        "completions",
+        Enum(SHELLS),
+        Some("Print a completion script for this shell (bash, zsh, fish, elvish, powershell) and exit."),
+    )),
     opt(
         "security-contact",
         Str,

@@ -77,31 +77,78 @@ impl Parsed {
     }
 }
 
-/// Parses command-line arguments (without the program name).
-pub fn parse_args(argv: &[String], cwd: &Path) -> Result<Parsed, CliError> {
-    let mut parsed = Parsed::default();
-    let mut ended = false;
-    let mut i = 0;
-    while i < argv.len() {
-        let arg = &argv[i];
-        i += 1;
-        if !ended && arg == "--" {
-            ended = true;
-            continue;
+/// The command line as clap sees it: one argument per option of [`options::OPTIONS`] (long
+/// name, single-letter short, value count by kind, possible values, path hints) and the paths
+/// to open. Values arrive as text and are typed by [`convert`], so errors keep code-server's
+/// words. Shell completions are generated from this.
+pub fn command() -> clap::Command {
+    use clap::{Arg, ArgAction, ValueHint};
+    let mut cmd = clap::Command::new("code-server")
+        .no_binary_name(true)
+        .disable_help_flag(true)
+        .disable_version_flag(true)
+        // The last occurrence of a single-valued option wins, as in code-server.
+        .args_override_self(true);
+    for spec in options::OPTIONS {
+        let mut arg = Arg::new(spec.name).long(spec.name);
+        if let Some(c) = spec.short.filter(|s| s.len() == 1).and_then(|s| s.chars().next()) {
+            arg = arg.short(c);
         }
-        if ended || !arg.starts_with('-') {
-            parsed.positionals.push(arg.clone());
-            continue;
+        arg = match spec.description {
+            Some(d) => arg.help(d.replace('\n', " ")),
+            None => arg.hide(true),
+        };
+        arg = match spec.kind {
+            // `--flag` or `--flag=true|false`; a following word is never its value.
+            Kind::Bool => arg.num_args(0..=1).require_equals(true).default_missing_value("true").action(ArgAction::Set),
+            Kind::List => arg.num_args(1).action(ArgAction::Append),
+            Kind::OptionalPath => arg.num_args(0..=1).default_missing_value("true").action(ArgAction::Set),
+            Kind::Enum(values) => {
+                arg.num_args(1).value_parser(clap::builder::PossibleValuesParser::new(values.to_vec()))
+            }
+            Kind::Str | Kind::Num => arg.num_args(1).action(ArgAction::Set),
+        };
+        if spec.path {
+            arg = arg.value_hint(ValueHint::AnyPath);
         }
+        cmd = cmd.arg(arg);
+    }
+    cmd.arg(Arg::new(PATHS).num_args(0..).action(ArgAction::Append).value_hint(ValueHint::AnyPath))
+}
 
-        let (spec, mut inline) = if let Some(long) = arg.strip_prefix("--") {
-            let (name, value) = match long.split_once('=') {
-                Some((n, v)) => (n, Some(v.to_string())),
-                None => (long, None),
-            };
-            (options::by_name(name), value)
-        } else {
-            (options::by_short(&arg[1..]), None)
+const PATHS: &str = "paths to open";
+
+/// Parses command-line arguments (without the program name).
+///
+/// Before clap sees them, short forms become long ones (code-server's `-vvv` and `-an` are
+/// multi-letter shorts, and `-hv` is an error, not `-h -v`), `--name=` counts as "no value yet"
+/// (as in code-server: the next word is the value), and unknown or secret options are refused
+/// with code-server's messages.
+pub fn parse_args(argv: &[String], cwd: &Path) -> Result<Parsed, CliError> {
+    let mut words = Vec::with_capacity(argv.len());
+    let mut ended = false;
+    for arg in argv {
+        if ended || !arg.starts_with('-') || arg == "-" {
+            words.push(arg.clone());
+            ended |= arg == "--";
+            continue;
+        }
+        if arg == "--" {
+            ended = true;
+            words.push(arg.clone());
+            continue;
+        }
+        let (spec, word) = match arg.strip_prefix("--") {
+            Some(long) => {
+                let name = long.split_once('=').map_or(long, |(n, _)| n);
+                let word =
+                    if long.ends_with('=') && long.len() == name.len() + 1 { format!("--{name}") } else { arg.clone() };
+                (options::by_name(name), word)
+            }
+            None => {
+                let spec = options::by_short(&arg[1..]);
+                (spec, spec.map(|s| format!("--{}", s.name)).unwrap_or_default())
+            }
         };
         let Some(spec) = spec else {
             return Err(CliError::new(format!("Unknown option {arg}")));
@@ -112,38 +159,49 @@ pub fn parse_args(argv: &[String], cwd: &Path) -> Result<Parsed, CliError> {
                 spec.name
             )));
         }
-        // `--name=` counts as "no value yet", as in code-server.
-        if inline.as_deref() == Some("") {
-            inline = None;
-        }
+        words.push(word);
+    }
+    let matches = command().try_get_matches_from(&words).map_err(clap_error)?;
 
-        if spec.kind == Kind::Bool {
-            let on = match inline {
-                None => true,
-                Some(text) => bool_from_text(spec, &text)?,
-            };
-            parsed.set(spec, Value::Bool(on));
-            continue;
-        }
-
-        let value = match inline {
-            Some(v) => Some(v),
-            // A following token is a value only if it does not look like an option.
-            None if i < argv.len() && !argv[i].starts_with('-') && !argv[i].is_empty() => {
-                i += 1;
-                Some(argv[i - 1].clone())
-            }
-            None => None,
-        };
-        match value {
-            Some(text) => parsed.set(spec, convert(spec, &text, cwd)?),
-            None if spec.kind == Kind::OptionalPath => parsed.set(spec, Value::Cert(CertArg::Generate)),
-            None => {
-                return Err(CliError::new(format!("--{} requires a value", spec.name)));
-            }
+    let mut parsed = Parsed::default();
+    for spec in options::OPTIONS {
+        let Some(values) = matches.get_raw(spec.name) else { continue };
+        for text in values {
+            let text = text.to_string_lossy();
+            parsed.set(spec, convert(spec, &text, cwd)?);
         }
     }
+    if let Some(paths) = matches.get_raw(PATHS) {
+        parsed.positionals = paths.map(|p| p.to_string_lossy().into_owned()).collect();
+    }
     Ok(parsed)
+}
+
+/// A clap error in code-server's words.
+fn clap_error(e: clap::Error) -> CliError {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let context = |kind| match e.get(kind) {
+        Some(ContextValue::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+        None => String::new(),
+    };
+    // `--auth <auth>` → the option's spec.
+    let arg = context(ContextKind::InvalidArg);
+    let name = arg.trim_start_matches('-').split([' ', '=', '<']).next().unwrap_or_default().to_string();
+    let spec = options::by_name(&name);
+    match (e.kind(), spec) {
+        (ErrorKind::InvalidValue, Some(spec)) if !context(ContextKind::InvalidValue).is_empty() => {
+            if let Kind::Enum(values) = spec.kind {
+                return CliError::new(format!("--{} valid values: [{}]", spec.name, values.join(", ")));
+            }
+            CliError::new(format!("--{} has an invalid value", spec.name))
+        }
+        (ErrorKind::InvalidValue | ErrorKind::NoEquals | ErrorKind::WrongNumberOfValues, Some(spec)) => {
+            CliError::new(format!("--{} requires a value", spec.name))
+        }
+        (ErrorKind::UnknownArgument, _) => CliError::new(format!("Unknown option {arg}")),
+        _ => CliError::new(e.kind().as_str().map_or_else(|| "invalid command line".to_string(), str::to_string)),
+    }
 }
 
 pub(crate) fn bool_from_text(spec: &OptSpec, text: &str) -> Result<bool, CliError> {
