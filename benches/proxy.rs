@@ -21,6 +21,9 @@
 //!
 //! Everything shares the machine's cores, so only the ratios are comparable across machines.
 
+// Unsafe code here only signals the nginx it started.
+#![allow(unsafe_code)]
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 

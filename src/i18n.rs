@@ -78,7 +78,18 @@ impl Strings {
         for lang in LANGUAGES.iter().filter(|l| **l != "en") {
             let Some(dir) = locales else { break };
             let file = dir.join(format!("{lang}.json"));
-            match std::fs::read(&file).map_err(|e| crate::errno::describe(&e)).and_then(|b| parse_table(&b)) {
+            let table = match std::fs::read(&file) {
+                Ok(bytes) => parse_table(&bytes),
+                Err(e) => {
+                    tracing::warn!(
+                        "Login page strings for {lang} unavailable ({}): {}",
+                        file.display(),
+                        crate::errno::describe(&e)
+                    );
+                    continue;
+                }
+            };
+            match table {
                 Ok(table) => {
                     others.insert(lang.to_string(), table);
                 }
@@ -168,8 +179,8 @@ impl Strings {
 }
 
 /// A locale file: a JSON object of strings.
-fn parse_table(bytes: &[u8]) -> Result<Table, String> {
-    serde_json::from_slice::<Table>(bytes).map_err(|e| e.to_string())
+fn parse_table(bytes: &[u8]) -> Result<Table, serde_json::Error> {
+    serde_json::from_slice::<Table>(bytes)
 }
 
 #[cfg(test)]

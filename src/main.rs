@@ -1,5 +1,8 @@
 //! The `code-server` binary: reads the configuration, then wires the pieces together.
 
+// Unsafe code here only edits the environment before any thread exists.
+#![allow(unsafe_code)]
+
 use std::process::ExitCode;
 
 use code_server::app::{self, AppState};
@@ -74,7 +77,7 @@ fn main() -> ExitCode {
             Mode::Extensions => {
                 let build = vscode_build(&config, &Reporter::none()).await?;
                 let (dirs, options) = (app::owner_dirs(&config), app::vscode_options(&config));
-                vscode::extensions::run(&config.extensions, &dirs, &options, &build).await
+                Ok(vscode::extensions::run(&config.extensions, &dirs, &options, &build).await?)
             }
         }
     });
@@ -104,6 +107,9 @@ fn vscode_version(env: &Environment, flag: Option<std::path::PathBuf>) -> Option
     vscode::build::Build::locate(&dir, Some(&node)).ok().map(|b| b.version)
 }
 
+/// Whatever stops the binary: printed as one error line, exit status 1.
+type Failure = Box<dyn std::error::Error + Send + Sync>;
+
 fn fail(msg: &str) -> ExitCode {
     eprintln!("{}", logging::line("error", msg));
     ExitCode::from(1)
@@ -111,20 +117,19 @@ fn fail(msg: &str) -> ExitCode {
 
 /// The VS Code build to run: `--vscode-dir` as given, else ours, provisioned on first run;
 /// `report` hears how provisioning goes.
-async fn vscode_build(config: &Config, report: &Reporter) -> Result<vscode::build::Build, String> {
+async fn vscode_build(config: &Config, report: &Reporter) -> Result<vscode::build::Build, Failure> {
     match &config.vscode_dir {
         Some(dir) => match vscode::build::Build::locate(dir, None) {
             // code-server's lib/vscode brings no Node: fetch the runtime it needs, once.
             Err(vscode::build::BuildError::NoNode(_)) => {
-                let node =
-                    vscode::provision::ensure_node(&config.paths.data, report).await.map_err(|e| e.to_string())?;
-                vscode::build::Build::locate(dir, Some(&node)).map_err(|e| e.to_string())
+                let node = vscode::provision::ensure_node(&config.paths.data, report).await?;
+                Ok(vscode::build::Build::locate(dir, Some(&node))?)
             }
-            other => other.map_err(|e| e.to_string()),
+            other => Ok(other?),
         },
         None => {
             let target = vscode::build::default_dir(&config.paths.data);
-            vscode::provision::ensure(&target, report).await.map_err(|e| e.to_string())
+            Ok(vscode::provision::ensure(&target, report).await?)
         }
     }
 }
@@ -138,19 +143,19 @@ fn ready_build(config: &Config) -> Option<vscode::build::Build> {
 }
 
 /// `--provision-vscode`: make sure a build is in place, print where, exit.
-async fn provision(config: &Config) -> Result<(), String> {
+async fn provision(config: &Config) -> Result<(), Failure> {
     let target = config.vscode_dir.clone().unwrap_or_else(|| vscode::build::default_dir(&config.paths.data));
-    let build = vscode::provision::ensure(&target, &Reporter::none()).await.map_err(|e| e.to_string())?;
+    let build = vscode::provision::ensure(&target, &Reporter::none()).await?;
     tracing::info!("VS Code {} ({}) at {}", build.version, build.commit, build.root.display());
     Ok(())
 }
 
-async fn serve(config: Config) -> Result<(), String> {
+async fn serve(config: Config) -> Result<(), Failure> {
     // `code-server FILE` while an instance runs (or from its terminal) opens FILE there.
     let hook = std::env::var("VSCODE_IPC_HOOK_CLI").ok();
     let open = app::open_request(&config);
     if let Some(window) = session_socket::existing_instance(&open, hook.as_deref()).await? {
-        return session_socket::open_in(&window, &open).await;
+        return Ok(session_socket::open_in(&window, &open).await?);
     }
     // Where we keep code, sockets and secrets: ours alone, or we do not start.
     let private = [
@@ -159,7 +164,7 @@ async fn serve(config: Config) -> Result<(), String> {
         (&config.paths.runtime, "VS Code's socket and the script node preloads"),
     ];
     for (dir, what) in private {
-        private_dir::ensure_logged(dir, what).map_err(|e| e.to_string())?;
+        private_dir::ensure_logged(dir, what)?;
     }
     // From here on our output is also kept in the data dir, as code-server keeps it.
     logging::mirror_to(&config.paths.data.join("coder-logs"));
@@ -169,15 +174,16 @@ async fn serve(config: Config) -> Result<(), String> {
     tracing::info!("Using config file {}", config.config_file.display());
 
     let tls = match &config.tls {
-        Some(t) => Some(server::tls::load(t, &config.paths.data).map_err(|e| e.to_string())?),
+        Some(t) => Some(server::tls::load(t, &config.paths.data)?),
         None => None,
     };
-    AppState::check(&config).map_err(|e| e.to_string())?;
+    AppState::check(&config)?;
     // The port is ours before anything is downloaded: a busy one is reported at once, and on a
     // first run a browser sees how provisioning goes instead of a refused connection.
-    let listener = Listener::bind(&config.listen).await.map_err(|e| e.to_string())?;
-    let mut signals = server::Signals::install().map_err(|e| format!("cannot catch signals: {e}"))?;
-    let hotswap = server::HotswapSignals::install().map_err(|e| format!("cannot catch signals: {e}"))?;
+    let listener = Listener::bind(&config.listen).await?;
+    let signals_failed = |e: std::io::Error| format!("cannot catch signals: {}", code_server::errno::describe(&e));
+    let mut signals = server::Signals::install().map_err(signals_failed)?;
+    let hotswap = server::HotswapSignals::install().map_err(signals_failed)?;
     log_startup(&config, &listener, tls.as_ref().map(|t| t.cert_path.as_path()));
     let build = match ready_build(&config) {
         Some(build) => build,
@@ -206,7 +212,7 @@ async fn serve(config: Config) -> Result<(), String> {
         }
     };
     tracing::info!("Using VS Code {} from {}", build.version, build.root.display());
-    let state = AppState::with_file_store(config.clone(), build).map_err(|e| e.to_string())?;
+    let state = AppState::with_file_store(config.clone(), build)?;
     match state.auth.sessions.prune().await {
         Ok(0) => {}
         Ok(n) => tracing::debug!("Dropped {n} expired or outdated sessions"),

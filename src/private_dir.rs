@@ -11,6 +11,9 @@
 //! own in its place. A directory of ours with a wider mode (made by code-server, or by hand) is
 //! narrowed to 0700; anything else is refused with an error that names the path and the reason.
 
+// Unsafe code here only reads our uid; every block says why it is sound.
+#![allow(unsafe_code)]
+
 use std::fs;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
@@ -26,7 +29,26 @@ pub enum PrivateDirError {
         "refusing to use {}: {why}. Another user could replace what we keep there; remove it or choose another location",
         path.display()
     )]
-    Unsafe { path: PathBuf, why: String },
+    Unsafe { path: PathBuf, why: Why },
+}
+
+/// What makes a directory unsafe to keep our things in.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Why {
+    #[error("it is a symbolic link")]
+    Symlink,
+    #[error("it is not a directory")]
+    NotADirectory,
+    #[error("it is owned by uid {owner}, not by us (uid {us})")]
+    NotOurs { owner: u32, us: u32 },
+    #[error("it is owned by uid {0}, who could replace what is inside")]
+    AncestorNotOurs(u32),
+    #[error("others may write in it (mode {0:o}) and it is not sticky")]
+    OthersMayWrite(u32),
+    #[error("{0}")]
+    Unreadable(String),
+    #[error("it changed while being checked")]
+    Changed,
 }
 
 /// Creates `dir` if missing and makes sure it is ours alone (see the module docs). Returns
@@ -36,16 +58,16 @@ pub fn ensure(dir: &Path) -> Result<bool, PrivateDirError> {
     if let Err(source) = fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
         return Err(PrivateDirError::Create { path: dir.to_path_buf(), source });
     }
-    let unsafe_because = |why: String| PrivateDirError::Unsafe { path: dir.to_path_buf(), why };
+    let unsafe_because = |why: Why| PrivateDirError::Unsafe { path: dir.to_path_buf(), why };
     let meta = lstat(dir)?;
     if meta.file_type().is_symlink() {
-        return Err(unsafe_because("it is a symbolic link".into()));
+        return Err(unsafe_because(Why::Symlink));
     }
     if !meta.is_dir() {
-        return Err(unsafe_because("it is not a directory".into()));
+        return Err(unsafe_because(Why::NotADirectory));
     }
     if meta.uid() != uid {
-        return Err(unsafe_because(format!("it is owned by uid {}, not by us (uid {uid})", meta.uid())));
+        return Err(unsafe_because(Why::NotOurs { owner: meta.uid(), us: uid }));
     }
     // Everything above it, as written and as resolved.
     let canonical =
@@ -64,7 +86,7 @@ pub fn ensure(dir: &Path) -> Result<bool, PrivateDirError> {
     // Checked after the change too: nothing may have come between.
     let after = lstat(dir)?;
     if after.ino() != meta.ino() || after.dev() != meta.dev() || after.mode() & 0o077 != 0 {
-        return Err(unsafe_because("it changed while being checked".into()));
+        return Err(unsafe_because(Why::Changed));
     }
     Ok(narrowed)
 }
@@ -92,13 +114,10 @@ fn absolute(path: &Path) -> PathBuf {
 /// A directory above ours: owned by us or root, and if others may write in it, sticky (so they
 /// cannot rename or delete our entries). A symlink on the way is judged by its own owner; its
 /// target is checked through the resolved path.
-fn check_ancestor(path: &Path, uid: u32) -> Result<(), String> {
-    let meta = match fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(e) => return Err(crate::errno::describe(&e)),
-    };
+fn check_ancestor(path: &Path, uid: u32) -> Result<(), Why> {
+    let meta = fs::symlink_metadata(path).map_err(|e| Why::Unreadable(crate::errno::describe(&e)))?;
     if meta.uid() != uid && meta.uid() != 0 {
-        return Err(format!("it is owned by uid {}, who could replace what is inside", meta.uid()));
+        return Err(Why::AncestorNotOurs(meta.uid()));
     }
     if meta.file_type().is_symlink() {
         return Ok(());
@@ -106,7 +125,7 @@ fn check_ancestor(path: &Path, uid: u32) -> Result<(), String> {
     let others_write = meta.mode() & 0o022 != 0;
     let sticky = meta.mode() & 0o1000 != 0;
     if others_write && !sticky {
-        return Err(format!("others may write in it (mode {:o}) and it is not sticky", meta.mode() & 0o7777));
+        return Err(Why::OthersMayWrite(meta.mode() & 0o7777));
     }
     Ok(())
 }

@@ -202,15 +202,34 @@ impl axum::serve::Listener for OwnerOnly {
     }
 }
 
+/// Why a path could not be handed to a running instance.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot reach the running instance at {}: {}", socket.display(), crate::errno::describe(source))]
+    Connect { socket: PathBuf, source: std::io::Error },
+    #[error("the running instance at {} did not answer: {source}", socket.display())]
+    Http { socket: PathBuf, source: hyper::Error },
+    #[error("the running instance at {} answered {status}: {body}", socket.display())]
+    Refused { socket: PathBuf, status: StatusCode, body: String },
+    #[error("No opened code-server instances found to handle {}", .0.display())]
+    NoInstance(PathBuf),
+    #[error("--new-window can only be used with folder paths")]
+    NewWindowWithFiles,
+    #[error("Please specify at least one file or folder")]
+    NoPaths,
+}
+
 /// One HTTP request over a Unix socket; returns status and body.
-async fn request(socket: &Path, req: Request<Body>) -> Result<(StatusCode, Vec<u8>), String> {
-    let stream = UnixStream::connect(socket).await.map_err(|e| e.to_string())?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+async fn request(socket: &Path, req: Request<Body>) -> Result<(StatusCode, Vec<u8>), OpenError> {
+    let http = |source| OpenError::Http { socket: socket.to_path_buf(), source };
+    let stream = UnixStream::connect(socket)
+        .await
+        .map_err(|source| OpenError::Connect { socket: socket.to_path_buf(), source })?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(http)?;
     tokio::spawn(conn);
-    let res = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    let res = sender.send_request(req).await.map_err(http)?;
     let status = res.status();
-    let body = axum::body::to_bytes(Body::new(res.into_body()), 1 << 20).await.map_err(|e| e.to_string())?;
+    let body = axum::body::to_bytes(Body::new(res.into_body()), 1 << 20).await.unwrap_or_default();
     Ok((status, body.to_vec()))
 }
 
@@ -234,7 +253,7 @@ async fn ask_registry(registry: &Path, file_path: &Path) -> Option<String> {
 /// Inside a code-server terminal (`$VSCODE_IPC_HOOK_CLI` set) paths go to that window. Unlike
 /// code-server, this only happens when paths (or `-r`/`-n`) were given, so a new server can
 /// still be started from such a terminal.
-pub async fn existing_instance(config: &OpenRequest, ipc_hook: Option<&str>) -> Result<Option<String>, String> {
+pub async fn existing_instance(config: &OpenRequest, ipc_hook: Option<&str>) -> Result<Option<String>, OpenError> {
     let wants_open = !config.paths.is_empty() || config.reuse_window || config.new_window;
     if let Some(hook) = ipc_hook.filter(|h| !h.is_empty() && wants_open) {
         return Ok(Some(hook.to_string()));
@@ -244,7 +263,7 @@ pub async fn existing_instance(config: &OpenRequest, ipc_hook: Option<&str>) -> 
     if config.reuse_window || config.new_window {
         return match ask_registry(registry, &first).await {
             Some(s) => Ok(Some(s)),
-            None => Err(format!("No opened code-server instances found to handle {}", first.display())),
+            None => Err(OpenError::NoInstance(first)),
         };
     }
     // Only paths were typed, and an instance is listening: it may want them.
@@ -255,16 +274,16 @@ pub async fn existing_instance(config: &OpenRequest, ipc_hook: Option<&str>) -> 
 }
 
 /// Asks the window behind `socket` to open the configured paths.
-pub async fn open_in(socket: &str, config: &OpenRequest) -> Result<(), String> {
+pub async fn open_in(socket: &str, config: &OpenRequest) -> Result<(), OpenError> {
     let (mut folders, mut files) = (vec![], vec![]);
     for p in &config.paths {
         if p.is_dir() { folders.push(p.display().to_string()) } else { files.push(p.display().to_string()) }
     }
     if config.new_window && !files.is_empty() {
-        return Err("--new-window can only be used with folder paths".into());
+        return Err(OpenError::NewWindowWithFiles);
     }
     if folders.is_empty() && files.is_empty() {
-        return Err("Please specify at least one file or folder".into());
+        return Err(OpenError::NoPaths);
     }
     let body = serde_json::json!({
         "type": "open",
@@ -278,12 +297,11 @@ pub async fn open_in(socket: &str, config: &OpenRequest) -> Result<(), String> {
         .header("host", "localhost")
         .header("content-type", "application/json")
         .body(Body::from(body.to_string()))
-        .map_err(|e| e.to_string())?;
-    let (status, body) = request(Path::new(socket), req)
-        .await
-        .map_err(|e| format!("cannot reach the running instance at {socket}: {e}"))?;
+        .expect("a fixed request is valid");
+    let (status, body) = request(Path::new(socket), req).await?;
     if !status.is_success() {
-        return Err(format!("the running instance answered {status}: {}", String::from_utf8_lossy(&body)));
+        let body = String::from_utf8_lossy(&body).into_owned();
+        return Err(OpenError::Refused { socket: PathBuf::from(socket), status, body });
     }
     Ok(())
 }

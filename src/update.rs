@@ -61,7 +61,7 @@ pub struct UpdateChecker {
     /// Held while fetching; whoever waited for it reuses the result (see `latest_shared`).
     fetching: tokio::sync::Mutex<()>,
     /// Fetches finished so far, and the last one's result.
-    last: Mutex<(u64, Result<UpdateCache, String>)>,
+    last: Mutex<(u64, Result<UpdateCache, Arc<FetchError>>)>,
 }
 
 impl std::fmt::Debug for UpdateChecker {
@@ -85,7 +85,7 @@ impl UpdateChecker {
             clock,
             client: OnceLock::new(),
             fetching: tokio::sync::Mutex::new(()),
-            last: Mutex::new((0, Err("never fetched".into()))),
+            last: Mutex::new((0, Err(Arc::new(FetchError::NeverFetched)))),
         }
     }
 
@@ -123,7 +123,7 @@ impl UpdateChecker {
 
     /// One upstream request at a time. A caller that waited while another fetched takes that
     /// result (or, unforced, the cache it filled) instead of asking again.
-    async fn latest_shared(&self, force: bool) -> Result<UpdateCache, String> {
+    async fn latest_shared(&self, force: bool) -> Result<UpdateCache, Arc<FetchError>> {
         let seen = self.last.lock().unwrap().0;
         let _fetching = self.fetching.lock().await;
         if !force && let Some(cache) = self.fresh_cache() {
@@ -135,7 +135,8 @@ impl UpdateChecker {
                 return last.1.clone();
             }
         }
-        let result = self.fetch().await.map(|version| UpdateCache { checked: self.clock.now_ms(), version });
+        let result =
+            self.fetch().await.map(|version| UpdateCache { checked: self.clock.now_ms(), version }).map_err(Arc::new);
         if let Ok(cache) = &result {
             self.settings.write(Settings { update: Some(cache.clone()), ..Default::default() });
             if !is_latest(&cache.version, &self.current) {
@@ -151,31 +152,47 @@ impl UpdateChecker {
         result
     }
 
-    async fn fetch(&self) -> Result<String, String> {
+    async fn fetch(&self) -> Result<String, FetchError> {
         let client = self.client()?;
         let res = client
             .get(&self.url)
             .header(reqwest::header::ACCEPT, "application/vnd.github+json, application/json")
             .send()
             .await
-            .map_err(|e| crate::net::error_chain(&e))?;
+            .map_err(FetchError::Request)?;
         let status = res.status();
         if !status.is_success() {
-            return Err(format!("{}: {}", self.url, status.as_u16()));
+            return Err(FetchError::Status { url: self.url.clone(), status: status.as_u16() });
         }
-        let release: Value = res.json().await.map_err(|e| crate::net::error_chain(&e))?;
-        latest_version(&release).ok_or_else(|| format!("{}: the release has no name or tag_name", self.url))
+        let release: Value = res.json().await.map_err(FetchError::Request)?;
+        latest_version(&release).ok_or_else(|| FetchError::NoVersion(self.url.clone()))
     }
 
-    fn client(&self) -> Result<&reqwest::Client, String> {
+    fn client(&self) -> Result<&reqwest::Client, FetchError> {
         if let Some(c) = self.client.get() {
             return Ok(c);
         }
         let built = crate::net::builder()
             .and_then(|b| Ok(b.timeout(REQUEST_TIMEOUT).build()?))
-            .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
+            .map_err(|e| FetchError::Client(e.to_string()))?;
         Ok(self.client.get_or_init(|| built))
     }
+}
+
+/// Why the latest release could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("never fetched")]
+    NeverFetched,
+    #[error("cannot set up the HTTP client: {0}")]
+    Client(String),
+    /// The cause chain is what a person needs (connection refused, certificate, proxy).
+    #[error("{}", crate::net::error_chain(.0))]
+    Request(reqwest::Error),
+    #[error("{url}: {status}")]
+    Status { url: String, status: u16 },
+    #[error("{0}: the release has no name or tag_name")]
+    NoVersion(String),
 }
 
 /// The version a release document names: `name`, else `tag_name` (whichever is a semantic

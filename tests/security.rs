@@ -2,6 +2,9 @@
 //! silent connections, smuggling through the shared upstream pool, squatted directories, raced
 //! and locked login limiters, foreign cookie scopes, cross-site logout.
 
+// The tests set limits and users in child processes before exec.
+#![allow(unsafe_code)]
+
 mod common;
 
 use std::os::unix::process::CommandExt;

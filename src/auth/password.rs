@@ -31,7 +31,9 @@ pub struct PasswordConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum PasswordError {
     #[error("hashed-password is not a valid argon2 hash: {0}")]
-    BadArgon2Hash(String),
+    BadArgon2Hash(#[from] argon2::password_hash::Error),
+    #[error("hashed-password is not a valid argon2 hash: the salt or the hash is missing")]
+    IncompleteArgon2Hash,
 }
 
 /// How the configured password is checked.
@@ -51,7 +53,7 @@ impl PasswordMethod {
         match (&cfg.hashed_password, &cfg.password) {
             (Some(h), _) if h.expose().contains("$argon") => {
                 let s = h.expose().trim();
-                validate_argon2(s).map_err(PasswordError::BadArgon2Hash)?;
+                validate_argon2(s)?;
                 Ok(PasswordMethod::Argon2(Secret::new(s)))
             }
             (Some(h), _) => Ok(PasswordMethod::Sha256(Secret::new(h.expose().trim()))),
@@ -103,12 +105,12 @@ impl PasswordMethod {
 
 /// A PHC string we can verify against: a known argon2 variant, valid parameters, a salt and an
 /// output. Caught at start-up instead of failing every login.
-fn validate_argon2(phc: &str) -> Result<(), String> {
-    let hash = PasswordHash::new(phc).map_err(|e| e.to_string())?;
-    argon2::Algorithm::try_from(hash.algorithm).map_err(|e| e.to_string())?;
-    argon2::Params::try_from(&hash).map_err(|e| e.to_string())?;
+fn validate_argon2(phc: &str) -> Result<(), PasswordError> {
+    let hash = PasswordHash::new(phc)?;
+    argon2::Algorithm::try_from(hash.algorithm)?;
+    argon2::Params::try_from(&hash)?;
     if hash.salt.is_none() || hash.hash.is_none() {
-        return Err("the salt or the hash is missing".into());
+        return Err(PasswordError::IncompleteArgon2Hash);
     }
     Ok(())
 }

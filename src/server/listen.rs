@@ -1,6 +1,9 @@
 //! Listening sockets: TCP from `--bind-addr`, a Unix socket from `--socket`, or an inherited
 //! descriptor from `--socket-fd` (systemd socket activation).
 
+// Unsafe code here only adopts an inherited socket descriptor; every block says why it is sound.
+#![allow(unsafe_code)]
+
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, RawFd};

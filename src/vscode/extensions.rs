@@ -25,8 +25,16 @@ impl Commands {
     }
 }
 
+/// VS Code's CLI could not be run.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot run VS Code's CLI ({}): {}", node.display(), crate::errno::describe(source))]
+pub struct CliRunError {
+    node: std::path::PathBuf,
+    source: std::io::Error,
+}
+
 /// Runs the extension commands on `dirs` and returns VS Code's exit status.
-pub async fn run(e: &Commands, dirs: &Dirs, options: &Options, build: &Build) -> Result<i32, String> {
+pub async fn run(e: &Commands, dirs: &Dirs, options: &Options, build: &Build) -> Result<i32, CliRunError> {
     let mut cmd = tokio::process::Command::new(&build.node);
     cmd.arg(build.root.join("out/server-main.js"));
     if e.list {
@@ -58,9 +66,6 @@ pub async fn run(e: &Commands, dirs: &Dirs, options: &Options, build: &Build) ->
     super::scrub_env(&mut cmd);
     // The CLI warns about its own deprecated APIs on stderr; that is noise for our users.
     cmd.env("NODE_NO_WARNINGS", "1").stdin(Stdio::null()).stdout(Stdio::inherit()).stderr(Stdio::inherit());
-    let status = cmd
-        .status()
-        .await
-        .map_err(|e| format!("cannot run VS Code's CLI ({}): {}", build.node.display(), crate::errno::describe(&e)))?;
+    let status = cmd.status().await.map_err(|source| CliRunError { node: build.node.clone(), source })?;
     Ok(status.code().unwrap_or(1))
 }

@@ -261,6 +261,7 @@ pub fn session_socket_in(user_data_dir: &Path) -> PathBuf {
 }
 
 #[cfg(test)]
+#[allow(unsafe_code)]
 mod tests {
     use super::*;
 

@@ -2,6 +2,9 @@
 //! server runs. Today that is [`LocalSpawner`], a child process of ours in its own process group;
 //! a Kubernetes spawner (a pod per user, see docs/kubernetes.md) would sit behind the same trait.
 
+// Unsafe code here only sets up the child between fork and exec; every block says why it is sound.
+#![allow(unsafe_code)]
+
 use std::path::Path;
 use std::process::Stdio;
 

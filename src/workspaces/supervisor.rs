@@ -5,6 +5,9 @@
 //! Started lazily by the first request that needs VS Code (as code-server loads VS Code on the
 //! first request to its router), so a server nobody opens costs no Node process.
 
+// Unsafe code here only signals the child's process group; every block says why it is sound.
+#![allow(unsafe_code)]
+
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -388,18 +391,30 @@ impl Supervisor {
             tracing::warn!("VS Code did not stop within {}s; killing it", STOP_GRACE.as_secs());
         }
         // Stragglers in the group (the main process may be gone already).
+        // SAFETY: a plain syscall on a process group we created.
         unsafe { libc::kill(-pgid, libc::SIGKILL) };
         let _ = child.wait().await;
     }
 }
 
 /// `GET /version` over the socket: VS Code answers with its commit once its server module is up.
-async fn probe_version(socket: &Path) -> Result<String, String> {
-    let req = axum::http::Request::get("/version").header("host", "localhost").body(axum::body::Body::empty()).unwrap();
-    let res = crate::vscode::forward::send(socket, req).await.map_err(|e| e.to_string())?;
+async fn probe_version(socket: &Path) -> Result<String, ProbeError> {
+    let req = axum::http::Request::get("/version").header("host", "localhost").body(axum::body::Body::empty());
+    let res = crate::vscode::forward::send(socket, req.expect("a fixed request is valid")).await?;
     if !res.status().is_success() {
-        return Err(format!("status {}", res.status()));
+        return Err(ProbeError::Status(res.status()));
     }
-    let body = axum::body::to_bytes(res.into_body(), 1024).await.map_err(|e| e.to_string())?;
+    let body = axum::body::to_bytes(res.into_body(), 1024).await.map_err(ProbeError::Body)?;
     Ok(String::from_utf8_lossy(&body).trim().to_string())
+}
+
+/// Why the readiness probe failed.
+#[derive(Debug, thiserror::Error)]
+enum ProbeError {
+    #[error(transparent)]
+    Forward(#[from] crate::vscode::forward::ForwardError),
+    #[error("status {0}")]
+    Status(axum::http::StatusCode),
+    #[error("reading the answer: {0}")]
+    Body(axum::Error),
 }
