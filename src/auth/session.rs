@@ -270,9 +270,8 @@ pub struct Sessions {
 }
 
 /// What a cookie token derives to: its store key and the current password's fingerprint for
-/// that key. Both are SHA-256 digests, together most of the cost of checking a session (about
-/// 15,000 instructions a request, measured with callgrind on the proxy benchmark), and both are
-/// pure functions of the token for the life of the process, so [`Sessions::validate`] keeps
+/// that key. Both are SHA-256 digests, together most of the cost of checking a session (see
+/// `benches/proxy.rs` for what a proxied request costs), and both are pure functions of the token for the life of the process, so [`Sessions::validate`] keeps
 /// them by token. This holds no session state: whether the session exists, its expiry and its
 /// revocation are read from the store on every request.
 struct Derived {

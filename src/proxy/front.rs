@@ -1,8 +1,8 @@
 //! The outermost service: proxied requests are recognised and served here, ahead of the router.
 //!
-//! Measured with the proxy benchmark, the router's per-route layers (routing, three `from_fn`
-//! middlewares with their boxed services and futures) were about a quarter of the instructions a
-//! small proxied request costs. So proxy-domain hosts, `/proxy/<port>/…` and
+//! The router's per-route layers (routing, `from_fn` middlewares with their boxed services and
+//! futures) are a good part of what a small proxied request costs (`cargo bench --bench proxy`).
+//! So proxy-domain hosts, `/proxy/<port>/…` and
 //! `/absproxy/<port>/…` are taken before routing, and this service does for them what those
 //! layers do for every other route: it records activity and renders errors as JSON or the HTML
 //! page. Everything else, and the login page and assets a proxy-domain host shows to someone not

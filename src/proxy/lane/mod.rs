@@ -1,10 +1,9 @@
 //! The express lane: plain HTTP/1.1 proxied requests (`/proxy/<port>/`, `/absproxy/<port>/`,
 //! proxy-domain hosts), relayed without hyper.
 //!
-//! Measured with the proxy benchmark, hyper's server and pooled client together cost about
-//! 39,000 instructions for a small proxied request (a relay that only copies bytes costs a
-//! tenth of that), and a reverse proxy like nginx passes about 1.5 times as many small
-//! requests as a hyper-based one on the same two cores. So a connection starts here: each
+//! hyper's server and client are most of what a small proxied request costs (a relay that only
+//! copies bytes costs far less; `cargo bench --bench proxy` measures both, and README's "Port
+//! proxy" has the figures). So a connection starts here: each
 //! request head is parsed in place with `httparse`, checked, rewritten into the upstream's
 //! buffer as it goes, and sent over a pooled connection; the response head is rewritten the
 //! same way and its body relayed as it arrives (a chunked body byte for byte, see
