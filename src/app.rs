@@ -578,8 +578,15 @@ mod tests {
         let mut monitor = monitor;
         loop {
             match monitor.next().await {
-                Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(frame)))) => {
+                    assert_eq!(u16::from(frame.code), 1001, "going away");
+                    break;
+                }
+                Some(Ok(tokio_tungstenite::tungstenite::Message::Close(None))) => {
+                    panic!("a Close frame without a code")
+                }
                 Some(Ok(_)) => continue,
+                other => panic!("expected a Close frame, got {other:?}"),
             }
         }
         drop(monitor);

@@ -170,16 +170,18 @@ fn listen_address_precedence() {
     let s = Server::start(&home, &[], &[("PORT", &b.to_string())]);
     assert_eq!(s.address, format!("http://127.0.0.1:{b}/"));
     drop(s);
-    // ...and --port beats $PORT; $CODE_SERVER_HOST sets the host.
-    let s = Server::start(&home, &["--port", "0"], &[("PORT", &b.to_string()), ("CODE_SERVER_HOST", "127.0.0.1")]);
-    assert!(s.address.starts_with("http://127.0.0.1:"));
-    assert_ne!(s.address, format!("http://127.0.0.1:{b}/"));
-    assert_ne!(s.address, format!("http://127.0.0.1:{a}/"));
+    // ...and --port beats $PORT; $CODE_SERVER_HOST sets the host (another loopback address than
+    // the file's, so it shows).
+    let s = Server::start(&home, &["--port", "0"], &[("PORT", &b.to_string()), ("CODE_SERVER_HOST", "127.0.0.2")]);
+    assert!(s.address.starts_with("http://127.0.0.2:"), "{}", s.address);
+    assert_ne!(s.address, format!("http://127.0.0.2:{b}/"));
     drop(s);
-    // IPv6 in brackets.
+    // IPv6 in brackets, where the machine has it.
     if std::net::TcpListener::bind("[::1]:0").is_ok() {
         let s = Server::start(&home, &["--bind-addr", "[::1]:0"], &[]);
         assert!(s.address.starts_with("http://[::1]:"), "{}", s.address);
+    } else {
+        eprintln!("SKIPPED the IPv6 case: this machine has no ::1");
     }
 }
 

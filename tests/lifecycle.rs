@@ -134,17 +134,6 @@ async fn relay(req: hyper::Request<hyper::body::Incoming>, log: Arc<Mutex<Vec<St
     out
 }
 
-/// Polls `cond` without blocking the runtime (the test's own servers run on it).
-async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    for _ in 0..2000 {
-        if cond() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
 fn start(home: &Home, args: &[&str], env: &[(&str, &str)]) -> Server {
     home.write_config("auth: password\npassword: pw\n");
     let mut all = vec!["--bind-addr", "127.0.0.1:0"];
@@ -158,17 +147,6 @@ fn coder_json(dir: &Path) -> PathBuf {
 
 fn read_json(path: &Path) -> Option<Value> {
     serde_json::from_slice(&std::fs::read(path).ok()?).ok()
-}
-
-/// Waits for a server that was already told to stop.
-async fn wait_exit(mut s: Server) -> Option<i32> {
-    for _ in 0..2000 {
-        if let Some(status) = s.child.try_wait().unwrap() {
-            return status.code();
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("code-server did not exit");
 }
 
 const CURRENT: &str = env!("CARGO_PKG_VERSION");
@@ -257,9 +235,12 @@ async fn concurrent_checks_share_one_request() {
         })
         .collect();
     eventually("the upstream request", || releases.hits() == 1).await;
-    // Give the other checks time to arrive while the first one is out (a late one would hit
-    // the cache instead: either way there is one upstream request).
+    // Give the other checks time to arrive while the first one is out. None can answer while
+    // the one upstream request is held (there is no cache yet), so all eight are waiting on it
+    // together: if each asked for itself, there would be eight requests upstream.
     tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(checks.iter().all(|c| !c.is_finished()), "the checks wait for the one request in flight");
+    assert_eq!(releases.hits(), 1);
     releases.set_gate(true);
     for check in checks {
         assert_eq!(check.await.unwrap()["latest"], "2.0.0");
@@ -363,7 +344,7 @@ async fn shutdown_lets_a_slow_request_finish() {
     assert_eq!(r.json()["latest"], "5.0.0");
     let stderr = s.stderr.clone();
     // No second signal (the harness's `stop` sends one): that would mean "exit now".
-    assert_eq!(wait_exit(s).await, Some(0));
+    assert_eq!(s.exited().await, Some(0));
     assert_eq!(read_json(&coder_json(&home.data_dir())).unwrap()["update"]["version"], "5.0.0");
     let stderr = stderr.lock().unwrap().join("\n");
     assert!(!stderr.contains("did not"), "nothing was cut short: {stderr}");
@@ -393,7 +374,7 @@ async fn shutdown_closes_websockets_with_a_close_frame() {
     let frame = close.expect("a close code");
     assert_eq!(frame.code, CloseCode::Away);
     drop(ws);
-    assert_eq!(wait_exit(s).await, Some(0));
+    assert_eq!(s.exited().await, Some(0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -435,4 +416,46 @@ async fn corrupt_settings_are_moved_aside_and_the_server_starts() {
     assert_eq!(s.stop(), Some(0));
     let text = std::fs::read_to_string(coder_json(&udd)).unwrap();
     assert!(text.starts_with("{\n  \"update\": {\n    \"checked\": "), "{text}");
+}
+
+/// A request that never ends does not hold shutdown past its 10 s grace: the server says so
+/// and exits cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_gives_requests_ten_seconds_at_most() {
+    let releases = Releases::start(json!({"name": "v5.0.0"})).await;
+    releases.set_gate(false);
+    let home = Home::new();
+    let s = start(&home, &["--update-url", &releases.url()], &[]);
+    let c = s.client();
+    let cookie = c.login("pw").await;
+    let _stuck = tokio::spawn(async move { c.get_with("/update/check", &[("cookie", &cookie)]).await });
+    eventually("the request to hang upstream", || releases.hits() == 1).await;
+    s.signal("TERM");
+    let stderr = s.stderr.clone();
+    assert_eq!(s.exited().await, Some(0));
+    let stderr = stderr.lock().unwrap().join("\n");
+    assert!(stderr.contains("Some connections did not finish within 10s; closing them"), "{stderr}");
+    assert!(!stderr.contains("Second signal"));
+}
+
+/// A second signal exits at once, whatever shutdown is still waiting for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_exits_at_once() {
+    let releases = Releases::start(json!({"name": "v5.0.0"})).await;
+    releases.set_gate(false);
+    let home = Home::new();
+    let s = start(&home, &["--update-url", &releases.url()], &[]);
+    let c = s.client();
+    let cookie = c.login("pw").await;
+    let _stuck = tokio::spawn(async move { c.get_with("/update/check", &[("cookie", &cookie)]).await });
+    eventually("the request to hang upstream", || releases.hits() == 1).await;
+    s.signal("TERM");
+    eventually("shutdown to begin", || s.stdout_text().contains("Shutting down")).await;
+    s.signal("TERM");
+    let stderr = s.stderr.clone();
+    assert_eq!(s.exited().await, Some(0));
+    let stderr = stderr.lock().unwrap().join("\n");
+    assert!(stderr.contains("Second signal: exiting immediately"), "{stderr}");
+    // It did not wait for the hanging request's grace to run out.
+    assert!(!stderr.contains("did not finish within"), "{stderr}");
 }

@@ -134,8 +134,16 @@ async fn self_signed_certificate_is_made_once_and_reused() {
     // --cert-host names the files and the certificate.
     drop(s);
     let s = Server::start(&home, &["--bind-addr", "127.0.0.1:0", "--cert-host", "dev.example.com"], &[]);
-    assert!(home.data_dir().join("dev_example_com.crt").exists());
+    let named = home.data_dir().join("dev_example_com.crt");
     assert!(home.data_dir().join("dev_example_com.key").exists());
+    // The certificate is for that name (its DER holds it), and is the one the server presents.
+    use tokio_rustls::rustls::pki_types::CertificateDer;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    let der = CertificateDer::from_pem_file(&named).unwrap();
+    assert!(der.as_ref().windows(15).any(|w| w == b"dev.example.com"), "the name is in the certificate");
+    assert!(!der.as_ref().windows(9).any(|w| w == b"localhost"), "and not the default one");
+    let tls = tls_connect(&s.authority(), &named, &[b"http/1.1"]).await;
+    assert_eq!(tls.get_ref().1.peer_certificates().unwrap()[0].as_ref(), der.as_ref());
     drop(s);
 }
 
@@ -173,12 +181,15 @@ async fn user_certificate_and_http2() {
 
 #[tokio::test]
 async fn sigint_and_sigterm_exit_cleanly() {
-    let home = Home::new();
-    home.write_config("auth: none\n");
-    let s = Server::start(&home, &["--bind-addr", "127.0.0.1:0"], &[]);
-    s.signal("INT");
-    let mut s = s;
-    wait_until("exit after SIGINT", || s.child.try_wait().unwrap().is_some());
-    assert_eq!(s.child.wait().unwrap().code(), Some(0));
-    assert!(s.stdout_text().contains("Shutting down"));
+    for signal in ["INT", "TERM"] {
+        let home = Home::new();
+        home.write_config("auth: none\n");
+        let s = Server::start(&home, &["--bind-addr", "127.0.0.1:0"], &[]);
+        s.signal(signal);
+        let mut s = s;
+        wait_until("exit after the signal", || s.child.try_wait().unwrap().is_some());
+        assert_eq!(s.child.wait().unwrap().code(), Some(0), "SIG{signal}");
+        assert!(s.stdout_text().contains("Shutting down"), "SIG{signal}");
+        assert!(!s.stderr_text().contains("Second signal"), "one signal, one clean shutdown");
+    }
 }

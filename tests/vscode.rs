@@ -283,6 +283,14 @@ async fn real_workbench_routes() {
     wait_until("coder.json", || {
         std::fs::read_to_string(home.data_dir().join("coder.json")).is_ok_and(|t| t.contains("my project"))
     });
+    let again = Server::start(&home, &["--bind-addr", "127.0.0.1:0"], &[]);
+    let r = again.client().get_with("/", &[("cookie", &again.client().login("pw").await)]).await;
+    assert_eq!(
+        r.header("location"),
+        Some(format!("./?folder={folder}").as_str()),
+        "remembered, not on the command line"
+    );
+    drop(again);
     let r = get("/vscode".into()).await;
     assert_eq!(r.header("location"), Some(format!("./vscode?folder={folder}").as_str()));
     let r = get("/vscode/".into()).await;
@@ -371,9 +379,23 @@ fn extension_cli() {
     let out = run(&home, &["--locate-extension", "code-server-tests.hello-fixture"], &[]);
     assert!(out.stdout.contains(home.data_dir().join("extensions").to_str().unwrap()), "{}", out.stdout);
 
-    // A gallery install with no gallery: VS Code's error and exit status pass through.
+    // A gallery install with no gallery: VS Code's error and exit status pass through, the
+    // same status VS Code's own CLI gives when run by hand on the same directories.
     let out = run(&home, &["--install-extension", "no.such-extension"], &[("EXTENSIONS_GALLERY", "{}")]);
-    assert_ne!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
+    let vscode = vscode_dir().join("code-server/lib/vscode");
+    let direct = std::process::Command::new(vscode_dir().join("node/bin/node"))
+        .arg(vscode.join("out/server-main.js"))
+        .args(["--install-extension", "no.such-extension", "--accept-server-license-terms"])
+        .arg("--extensions-dir")
+        .arg(home.data_dir().join("extensions"))
+        .arg("--user-data-dir")
+        .arg(home.data_dir())
+        .env("EXTENSIONS_GALLERY", "{}")
+        .env("HOME", home.path())
+        .output()
+        .unwrap();
+    assert_ne!(direct.status.code(), Some(0));
+    assert_eq!(out.code, direct.status.code(), "{}{}", out.stdout, out.stderr);
 
     let out = run(&home, &["--uninstall-extension", "code-server-tests.hello-fixture"], &[]);
     assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
@@ -448,4 +470,54 @@ async fn open_in_an_existing_instance() {
     assert_eq!(out.code, Some(1));
     assert!(out.stderr.contains("No opened code-server instances found to handle"), "{}", out.stderr);
     drop(s);
+}
+
+/// While VS Code starts, a request waits for it up to 20 s and then gets a 503 page that reloads
+/// itself (JSON clients a 503 with Retry-After); `/healthz` never waits meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_start_gets_the_starting_page_and_healthz_never_waits() {
+    let home = Home::new();
+    let (s, cookie) = fake_server(&home, &[], &[("FAKE_VSCODE_READY_AFTER_MS", "30000")]).await;
+    let c = s.client();
+    let page = {
+        let (c, cookie) = (c.clone(), cookie.clone());
+        tokio::spawn(async move { c.get_with("/", &[("cookie", &cookie), ("accept", "text/html")]).await })
+    };
+    let api = {
+        let (c, cookie) = (c.clone(), cookie.clone());
+        tokio::spawn(async move { c.get_with("/anything", &[("cookie", &cookie)]).await })
+    };
+    eventually("VS Code to be starting", || s.stdout_text().contains("Starting VS Code")).await;
+    // Meanwhile /healthz answers every time, well before the page's wait is over.
+    for _ in 0..5 {
+        assert_eq!(c.get("/healthz").await.status, StatusCode::OK);
+    }
+    assert!(!page.is_finished(), "the page is still waiting for VS Code");
+    let r = page.await.unwrap();
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.header("retry-after"), Some("2"));
+    let html = r.text();
+    assert!(
+        html.contains(r#"http-equiv="refresh" content="2""#) && html.contains("VS Code is still starting"),
+        "{html}"
+    );
+    let json = api.await.unwrap();
+    assert_eq!(json.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(json.header("retry-after"), Some("2"));
+    assert!(json.json()["error"].as_str().unwrap().contains("still starting"));
+}
+
+/// Hop-by-hop headers of VS Code's answers stay with us, including those its `Connection`
+/// names; the rest arrive.
+#[tokio::test]
+async fn hop_by_hop_headers_of_vscode_answers_are_not_forwarded() {
+    let home = Home::new();
+    let (s, cookie) = fake_server(&home, &[], &[]).await;
+    let r = s.client().get_with("/hop", &[("cookie", &cookie)]).await;
+    assert_eq!(r.text(), "hop");
+    assert_eq!(r.header("x-kept"), Some("yes"));
+    for gone in ["x-hop-private", "keep-alive", "proxy-authenticate", "upgrade"] {
+        assert_eq!(r.header(gone), None, "{gone}");
+    }
+    assert_ne!(r.header("connection"), Some("keep-alive, x-hop-private"));
 }

@@ -49,10 +49,15 @@ fn failed(what: impl Into<String>, why: impl std::fmt::Display) -> ProvisionErro
 /// The npm registry, configured the way npm itself is: `$npm_config_registry` /
 /// `$NPM_CONFIG_REGISTRY`, else `registry=` in `~/.npmrc`, else the public registry.
 pub fn registry() -> String {
-    let from_env = ["npm_config_registry", "NPM_CONFIG_REGISTRY"].iter().find_map(|k| std::env::var(k).ok());
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    registry_from(|k| std::env::var(k).ok(), home.as_deref())
+}
+
+/// [`registry`] for the environment `var` gives and the home directory `home`.
+fn registry_from(var: impl Fn(&str) -> Option<String>, home: Option<&Path>) -> String {
+    let from_env = ["npm_config_registry", "NPM_CONFIG_REGISTRY"].iter().find_map(|k| var(k));
     let from_npmrc = || {
-        let home = std::env::var_os("HOME")?;
-        let text = std::fs::read_to_string(Path::new(&home).join(".npmrc")).ok()?;
+        let text = std::fs::read_to_string(home?.join(".npmrc")).ok()?;
         text.lines().find_map(|l| {
             let (k, v) = l.split_once('=')?;
             (k.trim() == "registry").then(|| v.trim().to_string())
@@ -674,8 +679,16 @@ mod tests {
     }
 
     #[test]
-    fn registry_defaults_to_npmjs() {
-        // The test environment may set npm's own variable; only check the shape.
-        assert!(registry().starts_with("http") && registry().ends_with('/'));
+    fn registry_is_found_as_npm_finds_it() {
+        let home = tempfile::tempdir().unwrap();
+        let none = |_: &str| None;
+        assert_eq!(registry_from(none, Some(home.path())), DEFAULT_REGISTRY);
+        assert_eq!(registry_from(none, None), DEFAULT_REGISTRY);
+        std::fs::write(home.path().join(".npmrc"), "fund=false\nregistry = https://npm.example.org\n").unwrap();
+        assert_eq!(registry_from(none, Some(home.path())), "https://npm.example.org/", "from ~/.npmrc, with a slash");
+        let env = |k: &str| (k == "NPM_CONFIG_REGISTRY").then(|| "http://mirror:4873/".to_string());
+        assert_eq!(registry_from(env, Some(home.path())), "http://mirror:4873/", "the environment wins");
+        let empty = |k: &str| (k == "npm_config_registry").then(String::new);
+        assert_eq!(registry_from(empty, Some(home.path())), "https://npm.example.org/", "an empty one is not set");
     }
 }

@@ -236,6 +236,17 @@ impl Server {
         }
     }
 
+    /// Waits for the process to exit by itself (no signal sent); its exit code.
+    pub async fn exited(mut self) -> Option<i32> {
+        for _ in 0..3000 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("code-server did not exit");
+    }
+
     /// A client for this server (TCP).
     pub fn client(&self) -> Client {
         Client::tcp(&self.authority())
@@ -400,6 +411,17 @@ pub async fn collect(res: hyper::Response<hyper::body::Incoming>) -> Resp {
 pub fn config_password(home: &Home) -> String {
     let text = std::fs::read_to_string(home.config_file()).unwrap();
     text.lines().find_map(|l| l.strip_prefix("password: ")).expect("a password line").to_string()
+}
+
+/// Polls `cond` until it holds, without blocking the runtime (for async tests).
+pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    for _ in 0..2000 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {what}");
 }
 
 /// Polls `cond` until it holds (for things that happen after a signal, not for timing).
