@@ -24,9 +24,6 @@
 // Unsafe code here only signals the nginx it started.
 #![allow(unsafe_code)]
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -72,12 +69,12 @@ fn main() {
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async move {
-        let home = common::Home::new();
+        let home = testkit::Home::new();
         home.write_config(&format!("auth: password\npassword: {PASSWORD}\n"));
         // The front gets a clean environment; TOKIO_WORKER_THREADS passes through for experiments.
         let threads = std::env::var("TOKIO_WORKER_THREADS").ok();
         let env: Vec<(&str, &str)> = threads.iter().map(|t| ("TOKIO_WORKER_THREADS", t.as_str())).collect();
-        let server = common::Server::start(&home, &["--bind-addr", "127.0.0.1:0"], &env);
+        let server = testkit::Server::start(&home, &["--bind-addr", "127.0.0.1:0"], &env);
         let front = server.authority();
         let cookie = server.client().login(PASSWORD).await;
         let prefix = format!("/proxy/{up_port}");

@@ -5,16 +5,14 @@
 //! from the command line, survive a SIGKILL of the VS Code server, sign out (and the session is
 //! refused afterwards). Then SIGKILL our binary and check that nothing of VS Code survives it.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
-use common::*;
+use testkit::*;
 
 #[test]
 fn workbench_in_chromium() {
-    let home = Home::new();
+    let home = Home::with_vscode();
     home.write_config("auth: password\npassword: browser-pw\n");
     let project = home.path().join("project");
     std::fs::create_dir_all(&project).unwrap();
@@ -40,7 +38,7 @@ fn workbench_in_chromium() {
          CODE_SERVER_VSCODE_DIR='{v}' PATH=\"$PATH\" '{bin}' '{file}'",
         h = home.path().display(),
         v = vscode_dir().display(),
-        bin = BIN,
+        bin = BIN.display(),
         file = project.join("other.txt").display(),
     );
     let browser_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");

@@ -1,10 +1,8 @@
 //! The binary's command line and config file, end to end.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 
-use common::*;
+use testkit::*;
 
 #[test]
 fn first_run_writes_a_private_config_with_a_random_password() {
@@ -64,10 +62,9 @@ fn help_and_version() {
     let parts: Vec<&str> = out.stdout.trim().split(' ').collect();
     assert_eq!(parts[0], env!("CARGO_PKG_VERSION"));
     assert_eq!(&parts[2..4], &["with", "Code"]);
-    // With a VS Code build present (the harness points at the shared one), its version.
+    // With a VS Code build present (here the stand-in), its version.
     let product: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(vscode_dir().join("code-server/lib/vscode/product.json")).unwrap())
-            .unwrap();
+        serde_json::from_slice(&std::fs::read(stand_in_dir().join("product.json")).unwrap()).unwrap();
     assert_eq!(parts[4], product["version"].as_str().unwrap());
 
     let out = run(&home, &["-v", "--json"], &[]);

@@ -3,8 +3,6 @@
 //! in flight and a WebSocket open. The idle timeout's timing is covered at library level
 //! (`lifecycle::tests`, on tokio's paused clock) since its smallest legal value is 61 s.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,9 +12,9 @@ use std::time::Duration;
 use axum::extract::{Request, State};
 use axum::http::StatusCode as AxumStatus;
 use axum::response::{IntoResponse, Response};
-use common::*;
 use hyper::http::StatusCode;
 use serde_json::{Value, json};
+use testkit::*;
 
 /// A local stand-in for the releases feed: counts requests, answers what it is told, and can
 /// hold answers back until the test opens its gate.
@@ -149,7 +147,12 @@ fn read_json(path: &Path) -> Option<Value> {
     serde_json::from_slice(&std::fs::read(path).ok()?).ok()
 }
 
-const CURRENT: &str = env!("CARGO_PKG_VERSION");
+/// The code-server release the server runs: its build's (here the stand-in's), which the update
+/// check compares the latest with.
+fn current() -> String {
+    let product: Value = serde_json::from_slice(&std::fs::read(stand_in_dir().join("product.json")).unwrap()).unwrap();
+    product["codeServerVersion"].as_str().unwrap().to_string()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn update_check_fresh_cached_forced_and_failing() {
@@ -168,7 +171,7 @@ async fn update_check_fresh_cached_forced_and_failing() {
     let text = r.text();
     assert!(text.starts_with(r#"{"checked":"#) && text.contains(r#","latest":"9.9.9","current":""#), "{text}");
     let first = r.json();
-    assert_eq!(first["current"], CURRENT);
+    assert_eq!(first["current"], current());
     assert_eq!(first["isLatest"], false);
     assert_eq!(releases.hits(), 1);
 
@@ -182,10 +185,10 @@ async fn update_check_fresh_cached_forced_and_failing() {
     assert_eq!(read_json(&file).unwrap()["update"], json!({"checked": first["checked"], "version": "9.9.9"}));
 
     // Forced: asks again. A newer release shows up.
-    releases.answer(200, json!({"name": "", "tag_name": format!("v{CURRENT}")}));
+    releases.answer(200, json!({"name": "", "tag_name": format!("v{}", current())}));
     let forced = c.get_with("/update/check?force=true", &auth).await.json();
     assert_eq!(releases.hits(), 2);
-    assert_eq!(forced["latest"], CURRENT);
+    assert_eq!(forced["latest"], current());
     assert_eq!(forced["isLatest"], true);
     assert!(forced["checked"].as_u64() >= first["checked"].as_u64());
 
@@ -195,11 +198,11 @@ async fn update_check_fresh_cached_forced_and_failing() {
     assert_eq!(releases.hits(), 3);
     assert_eq!(failed["latest"], "unknown");
     assert_eq!(failed["isLatest"], true);
-    assert_eq!(failed["current"], CURRENT);
+    assert_eq!(failed["current"], current());
     eventually("the error log", || s.stderr_text().contains("Failed to get latest version")).await;
     assert!(s.stderr_text().contains(": 500"), "{}", s.stderr_text());
     let cached = c.get_with("/update/check", &auth).await.json();
-    assert_eq!(cached["latest"], CURRENT, "the last good answer is still cached");
+    assert_eq!(cached["latest"], current(), "the last good answer is still cached");
     assert_eq!(releases.hits(), 3);
     assert_eq!(s.stop(), Some(0));
 
@@ -208,7 +211,7 @@ async fn update_check_fresh_cached_forced_and_failing() {
     let c = s.client();
     let cookie = c.login("pw").await;
     let after = c.get_with("/update/check", &[("cookie", &cookie)]).await.json();
-    assert_eq!(after["latest"], CURRENT);
+    assert_eq!(after["latest"], current());
     assert_eq!(releases.hits(), 3);
 
     // A releases server that is not there: `unknown` too.

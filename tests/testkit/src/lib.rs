@@ -1,7 +1,7 @@
-//! Test harness: runs the real `code-server` binary in its own temporary HOME/XDG directories,
-//! on 127.0.0.1:0 (or a Unix socket), and talks to it with a small hyper client over TCP, Unix
-//! sockets or TLS.
-#![allow(dead_code)]
+//! The test harness, shared by every test and benchmark: runs the real `code-server` binary in
+//! its own temporary HOME/XDG directories, on 127.0.0.1:0 (or a Unix socket), on the stand-in
+//! or the real VS Code build, and talks to it with a small hyper client over TCP, Unix sockets
+//! or TLS; [`upstream`] is the stand-in dev server behind the port proxy.
 
 pub mod upstream;
 
@@ -20,16 +20,41 @@ use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_code-server");
+/// The binary under test: next to the test's own executable's directory (`target/<profile>/`),
+/// as cargo builds it for integration tests and benchmarks.
+pub static BIN: std::sync::LazyLock<PathBuf> = std::sync::LazyLock::new(|| {
+    let exe = std::env::current_exe().expect("the test's executable");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
+    let bin = profile_dir.join("code-server");
+    assert!(bin.is_file(), "{} is missing: build the binary first (cargo test/bench does)", bin.display());
+    bin
+});
 
 /// A private HOME with XDG config and data dirs, removed at drop.
 pub struct Home {
     pub dir: tempfile::TempDir,
+    /// Its servers run the real, provisioned VS Code build ([`vscode_dir`]) rather than the
+    /// stand-in ([`stand_in_dir`]).
+    real_vscode: bool,
+}
+
+impl Default for Home {
+    fn default() -> Home {
+        Home::new()
+    }
 }
 
 impl Home {
+    /// A home whose servers run the stand-in VS Code: for everything that does not need the
+    /// real one, and needs no provisioning.
     pub fn new() -> Home {
-        Home { dir: tempfile::tempdir().expect("temp dir") }
+        Home { dir: tempfile::tempdir().expect("temp dir"), real_vscode: false }
+    }
+
+    /// A home whose servers run the real VS Code build, shared by every test: for what a person
+    /// sees of VS Code itself.
+    pub fn with_vscode() -> Home {
+        Home { real_vscode: true, ..Home::new() }
     }
     pub fn path(&self) -> &Path {
         self.dir.path()
@@ -48,12 +73,12 @@ impl Home {
         std::fs::create_dir_all(self.config_dir()).unwrap();
         std::fs::write(self.config_file(), text).unwrap();
     }
-    /// A command for the binary with only this home's environment (plus the shared VS Code
-    /// build, so no test provisions its own).
+    /// A command for the binary with only this home's environment and its VS Code build.
     pub fn command(&self) -> Command {
-        let mut c = Command::new(BIN);
+        let build = if self.real_vscode { vscode_dir() } else { stand_in_dir() };
+        let mut c = Command::new(&*BIN);
         c.env_clear()
-            .env("CODE_SERVER_VSCODE_DIR", vscode_dir())
+            .env("CODE_SERVER_VSCODE_DIR", build)
             .env("HOME", self.path())
             .env("XDG_CONFIG_HOME", self.path().join("config"))
             .env("XDG_DATA_HOME", self.path().join("data"))
@@ -62,6 +87,48 @@ impl Home {
             .current_dir(self.path());
         c
     }
+}
+
+/// The `node` on PATH (the stand-in VS Code runs on any Node).
+pub fn node_on_path() -> PathBuf {
+    let path = std::env::var_os("PATH").expect("PATH");
+    std::env::split_paths(&path).map(|d| d.join("node")).find(|p| p.is_file()).expect("node on PATH")
+}
+
+/// The repository (this crate is `tests/testkit` in it).
+pub fn repo_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The stand-in VS Code build (`tests/fixtures/fake-vscode` with the `node` on PATH): what tests
+/// run on when they do not need the real build, so they need no provisioning. Made once, next to
+/// the binary under test, named by its contents (test processes share it; a changed fixture
+/// gets a new one), and put in place with a rename so no process sees half of it.
+pub fn stand_in_dir() -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let src = repo_dir().join("tests/fixtures/fake-vscode");
+        let node = node_on_path();
+        let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+        digest.update(node.as_os_str().as_encoded_bytes());
+        for f in ["product.json", "out/server-main.js", "out/vs/static-probe.js"] {
+            digest.update(&std::fs::read(src.join(f)).unwrap());
+        }
+        let tag: String = digest.finish().as_ref()[..6].iter().map(|b| format!("{b:02x}")).collect();
+        let dir = BIN.parent().unwrap().join(format!("stand-in-vscode-{tag}"));
+        if !dir.join("node").exists() {
+            let staging = tempfile::Builder::new().prefix(".stand-in").tempdir_in(BIN.parent().unwrap()).unwrap();
+            copy_dir(&src, staging.path());
+            std::os::unix::fs::symlink(&node, staging.path().join("node")).unwrap();
+            // Another process may have put its copy in place first: theirs is the same.
+            let staged = staging.keep();
+            if std::fs::rename(&staged, &dir).is_err() {
+                let _ = std::fs::remove_dir_all(&staged);
+            }
+        }
+        dir
+    })
+    .clone()
 }
 
 /// The VS Code build all tests share, outside the repository: `$CODE_SERVER_TEST_VSCODE_DIR`, or
@@ -77,7 +144,7 @@ pub fn vscode_dir() -> PathBuf {
                 .join(code_server::vscode::build::CODE_SERVER_VERSION),
         };
         let scratch = tempfile::tempdir().expect("temp dir");
-        let out = Command::new(BIN)
+        let out = Command::new(&*BIN)
             .args(["--provision-vscode", "--vscode-dir"])
             .arg(&dir)
             .env("XDG_CONFIG_HOME", scratch.path())
@@ -103,9 +170,9 @@ pub const FAKE_COMMIT: &str = "fa4ecafe00000000000000000000000000000000";
 /// A copy of the stand-in build in `home`, run with the provisioned Node.
 pub fn fake_build(home: &Home) -> PathBuf {
     let dir = home.path().join("fake-vscode");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake-vscode");
+    let src = repo_dir().join("tests/fixtures/fake-vscode");
     copy_dir(&src, &dir);
-    std::os::unix::fs::symlink(vscode_dir().join("node/bin/node"), dir.join("node")).unwrap();
+    std::os::unix::fs::symlink(node_on_path(), dir.join("node")).unwrap();
     dir
 }
 
