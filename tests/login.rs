@@ -1,4 +1,5 @@
-//! Login, sessions, logout and code-server's own routes, against the real binary.
+//! Login, sessions, logout and code-server's own routes: in the test's own runtime where only
+//! the routes matter, against the real binary where its log lines, restarts or exits do.
 
 use axum::body::Body;
 use hyper::http::StatusCode;
@@ -10,7 +11,16 @@ fn start(home: &Home, args: &[&str], env: &[(&str, &str)]) -> Server {
     Server::start(home, &all, env)
 }
 
-fn password_server(args: &[&str]) -> (Home, Server) {
+/// A password server in the test's own runtime.
+async fn password_server(args: &[&str]) -> (Home, InProcess) {
+    let home = Home::new();
+    home.write_config("auth: password\npassword: correct-horse\n");
+    let s = InProcess::start(&home, args, &[]).await;
+    (home, s)
+}
+
+/// A password server as a process of its own.
+fn password_binary(args: &[&str]) -> (Home, Server) {
     let home = Home::new();
     home.write_config("auth: password\npassword: correct-horse\n");
     let s = start(&home, args, &[]);
@@ -19,7 +29,7 @@ fn password_server(args: &[&str]) -> (Home, Server) {
 
 #[tokio::test]
 async fn login_page_has_code_server_structure() {
-    let (_home, s) = password_server(&[]);
+    let (_home, s) = password_server(&[]).await;
     let c = s.client();
     let r = c.get("/login").await;
     assert_eq!(r.status, StatusCode::OK);
@@ -72,7 +82,8 @@ async fn branding_and_custom_strings_are_escaped() {
 
 #[tokio::test]
 async fn every_login_outcome() {
-    let (_home, s) = password_server(&[]);
+    // The failed-login line is the binary's log.
+    let (_home, s) = password_binary(&[]);
     let c = s.client();
 
     let r = c.post_form("/login", "password=", &[]).await;
@@ -121,7 +132,7 @@ async fn every_login_outcome() {
 
 #[tokio::test]
 async fn rate_limit_sequence() {
-    let (_home, s) = password_server(&[]);
+    let (_home, s) = password_server(&[]).await;
     let c = s.client();
     // Successful logins never count.
     for _ in 0..20 {
@@ -140,7 +151,7 @@ async fn rate_limit_sequence() {
 
 #[tokio::test]
 async fn rate_limit_is_per_client_behind_a_trusted_proxy() {
-    let (_home, s) = password_server(&["--trusted-proxies", "127.0.0.1"]);
+    let (_home, s) = password_server(&["--trusted-proxies", "127.0.0.1"]).await;
     let c = s.client();
     for _ in 0..14 {
         let r = c.post_form("/login", "password=nope", &[("x-forwarded-for", "203.0.113.7")]).await;
@@ -155,7 +166,7 @@ async fn rate_limit_is_per_client_behind_a_trusted_proxy() {
 
 #[tokio::test]
 async fn forwarded_for_is_ignored_unless_the_proxy_is_trusted() {
-    let (_home, s) = password_server(&[]);
+    let (_home, s) = password_server(&[]).await;
     let c = s.client();
     for i in 0..14 {
         c.post_form("/login", "password=nope", &[("x-forwarded-for", &format!("203.0.113.{i}"))]).await;
@@ -166,7 +177,7 @@ async fn forwarded_for_is_ignored_unless_the_proxy_is_trusted() {
 
 #[tokio::test]
 async fn cookie_attributes() {
-    let (_home, s) = password_server(&[]);
+    let (_home, s) = password_server(&[]).await;
     let c = s.client();
     let r = c.post_form("/login", "password=correct-horse&base=.&href=http%3A%2F%2F127.0.0.1%2Flogin", &[]).await;
     let set = &r.set_cookies()[0];
@@ -187,7 +198,7 @@ async fn cookie_attributes() {
     assert_eq!(&set.split("; ").collect::<Vec<_>>()[1..], &["Path=/", "HttpOnly", "SameSite=Lax"], "{set}");
     drop(s);
 
-    let (_home, s) = password_server(&["--cookie-suffix", "dev box"]);
+    let (_home, s) = password_server(&["--cookie-suffix", "dev box"]).await;
     let cookie = s.client().login("correct-horse").await;
     assert!(cookie.starts_with("code-server-session-dev-box="), "{cookie}");
     // The suffixed cookie authenticates; the plain name does not.
@@ -200,7 +211,7 @@ async fn cookie_attributes() {
 
 #[tokio::test]
 async fn logout_revokes_the_session() {
-    let (_home, s) = password_server(&[]);
+    let (_home, s) = password_server(&[]).await;
     let c = s.client();
     let cookie = c.login("correct-horse").await;
     assert!(c.authenticated(&cookie).await);
@@ -247,7 +258,7 @@ async fn restart_keeps_sessions_and_password_change_revokes_them() {
 
 #[tokio::test]
 async fn redirect_targets_follow_the_spec_table() {
-    let (_home, s) = password_server(&[]);
+    let (_home, s) = password_server(&[]).await;
     let c = s.client();
     let loc = |r: &Resp| r.header("location").map(str::to_string);
     let cases: &[(&str, &str, &str)] = &[
@@ -291,7 +302,7 @@ async fn redirect_targets_follow_the_spec_table() {
 
 #[tokio::test]
 async fn error_shapes() {
-    let (_home, s) = password_server(&[]);
+    let (_home, s) = password_server(&[]).await;
     let c = s.client();
     let r = c.get("/some/deep/path").await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
@@ -330,7 +341,7 @@ async fn error_shapes() {
 
 #[tokio::test]
 async fn static_files_and_traversal() {
-    let (_home, s) = password_server(&[]);
+    let (_home, s) = password_server(&[]).await;
     let c = s.client();
     let r = c.get("/_static/src/browser/pages/global.css").await;
     assert_eq!(r.status, StatusCode::OK);
@@ -410,7 +421,7 @@ async fn public_files_and_manifest() {
 
 #[tokio::test]
 async fn healthz_and_its_websocket() {
-    let (_home, s) = password_server(&[]);
+    let (_home, s) = password_server(&[]).await;
     let c = s.client();
     let h = c.get("/healthz").await.json();
     assert_eq!(h, serde_json::json!({"status": "expired", "lastHeartbeat": 0}));

@@ -595,7 +595,7 @@ pub async fn tls_connect(
 
 /// Opens a WebSocket through our server; `Err(status)` when the handshake is refused.
 pub async fn ws_connect(
-    s: &Server,
+    s: &impl Served,
     path: &str,
     headers: &[(&str, &str)],
 ) -> Result<
@@ -615,5 +615,92 @@ pub async fn ws_connect(
         Ok(pair) => Ok(pair),
         Err(tokio_tungstenite::tungstenite::Error::Http(res)) => Err(res.status()),
         Err(e) => panic!("WebSocket handshake failed: {e}"),
+    }
+}
+
+/// A server a test talks to: the binary's process or the application in process.
+pub trait Served {
+    /// `127.0.0.1:<port>`.
+    fn authority(&self) -> String;
+}
+
+impl Served for Server {
+    fn authority(&self) -> String {
+        Server::authority(self)
+    }
+}
+
+impl Served for InProcess {
+    fn authority(&self) -> String {
+        InProcess::authority(self)
+    }
+}
+
+/// The application started in the test's own runtime (no process of its own), on the stand-in
+/// VS Code build, on 127.0.0.1:0, with the home's environment: for routes that need neither
+/// VS Code nor the binary's process (its log lines, signals, exit codes).
+pub struct InProcess {
+    /// `http://127.0.0.1:<port>/`.
+    pub address: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<code_server::app::Stop>>,
+}
+
+impl InProcess {
+    /// Serves the configuration `args` and the home's `config.yaml` (and `env` on top of the
+    /// home's own variables) give.
+    pub async fn start(home: &Home, args: &[&str], env: &[(&str, &str)]) -> InProcess {
+        use code_server::cli::{self, Command};
+        let mut environment: code_server::environment::Environment = [
+            ("HOME", home.path().to_path_buf()),
+            ("XDG_CONFIG_HOME", home.path().join("config")),
+            ("XDG_DATA_HOME", home.path().join("data")),
+            ("XDG_RUNTIME_DIR", home.path().join("run")),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k, v.display().to_string()))
+        .collect();
+        for (k, v) in env {
+            environment.set(k, v);
+        }
+        let mut argv: Vec<String> = vec!["--bind-addr".into(), "127.0.0.1:0".into()];
+        argv.extend(args.iter().map(|a| a.to_string()));
+        let loaded = cli::load(&argv, &environment, home.path()).expect("a valid configuration");
+        let Command::Serve(config) = loaded.command else { panic!("{argv:?} does not serve") };
+        for dir in [&config.user_data_dir, &config.paths.data, &config.paths.runtime] {
+            code_server::private_dir::ensure(dir).unwrap();
+        }
+        let build = code_server::vscode::build::Build::locate(&stand_in_dir(), None).expect("the stand-in build");
+        let state = code_server::app::AppState::with_file_store(*config, build).expect("the application");
+        let listener = code_server::server::Listener::bind(&state.config.listen).await.expect("a port");
+        let address = format!("http://{}/", listener.local_addr().expect("a TCP listener"));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(code_server::app::run(state, listener, None, async {
+            let _ = rx.await;
+        }));
+        InProcess { address, stop: Some(tx), task: Some(task) }
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn authority(&self) -> String {
+        self.address.trim_start_matches("http://").trim_end_matches('/').to_string()
+    }
+
+    pub fn client(&self) -> Client {
+        Client::tcp(&self.authority())
+    }
+
+    /// Shuts down as a signal would, and waits for the whole shutdown.
+    pub async fn stop(mut self) -> code_server::app::Stop {
+        let _ = self.stop.take().expect("running").send(());
+        self.task.take().expect("running").await.expect("the server task")
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
     }
 }
