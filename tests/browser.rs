@@ -74,5 +74,6 @@ fn workbench_in_chromium() {
     let pgid = vscode_pid(&server);
     server.child.kill().unwrap();
     server.child.wait().unwrap();
-    assert_no_orphans(pgid, Some(&project));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    rt.block_on(assert_no_orphans(pgid, Some(&project)));
 }

@@ -185,7 +185,7 @@ async fn sigint_and_sigterm_exit_cleanly() {
         let s = Server::start(&home, &["--bind-addr", "127.0.0.1:0"], &[]);
         s.signal(signal);
         let mut s = s;
-        wait_until("exit after the signal", || s.child.try_wait().unwrap().is_some());
+        eventually("exit after the signal", || s.child.try_wait().unwrap().is_some()).await;
         assert_eq!(s.child.wait().unwrap().code(), Some(0), "SIG{signal}");
         assert!(s.stdout_text().contains("Shutting down"), "SIG{signal}");
         assert!(!s.stderr_text().contains("Second signal"), "one signal, one clean shutdown");

@@ -96,7 +96,7 @@ async fn every_login_outcome() {
     assert_eq!(r.status, StatusCode::OK);
     assert!(r.text().contains(r#"<div class="error">Incorrect password</div>"#));
     assert!(r.session_cookie().is_none());
-    wait_until("the failed-login log line", || s.stderr_text().contains("Failed login attempt"));
+    eventually("the failed-login log line", || s.stderr_text().contains("Failed login attempt")).await;
     let log = s.stderr_text();
     let line = log.lines().find(|l| l.contains("Failed login attempt")).unwrap();
     assert!(line.contains("] warn  Failed login attempt {"), "{line}");

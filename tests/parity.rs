@@ -30,9 +30,10 @@ async fn output_is_mirrored_to_log_files_in_the_data_dir() {
     let logs = home.data_dir().join("coder-logs");
     let out = logs.join("code-server-stdout.log");
     let err = logs.join("code-server-stderr.log");
-    wait_until("the failed login in the stderr log", || {
+    eventually("the failed login in the stderr log", || {
         std::fs::read_to_string(&err).is_ok_and(|t| t.contains("Failed login attempt"))
-    });
+    })
+    .await;
     let stdout = std::fs::read_to_string(&out).unwrap();
     assert!(stdout.contains("HTTP server listening on http://127.0.0.1:"), "{stdout}");
     assert!(stdout.contains("Using user-data-dir"), "{stdout}");
@@ -60,7 +61,7 @@ async fn restarts_back_off_only_in_crash_loops() {
     let c = s.client();
     let crash_and_wait = async |n: usize| {
         assert_eq!(c.get_with("/crash", &[("cookie", &cookie)]).await.text(), "bye");
-        wait_until("the restart", || s.stdout_text().matches("VS Code is ready").count() > n);
+        eventually("the restart", || s.stdout_text().matches("VS Code is ready").count() > n).await;
     };
     assert_eq!(c.get_with("/version", &[("cookie", &cookie)]).await.text(), FAKE_COMMIT);
     crash_and_wait(1).await;
@@ -93,8 +94,8 @@ async fn sigusr1_and_sigusr2_restart_vscode_in_place() {
     let c = s.client();
     // Before VS Code runs there is nothing to restart, and the server carries on.
     s.signal("USR1");
-    wait_until("the signal to be noticed", || s.stdout_text().contains("Received SIGUSR1; hotswapping"));
-    wait_until("the note", || s.stdout_text().contains("VS Code is not running yet"));
+    eventually("the signal to be noticed", || s.stdout_text().contains("Received SIGUSR1; hotswapping")).await;
+    eventually("the note", || s.stdout_text().contains("VS Code is not running yet")).await;
 
     let cookie = c.login(PASSWORD).await;
     assert_eq!(c.get_with("/?ew=true", &[("cookie", &cookie)]).await.status, StatusCode::OK);
@@ -102,11 +103,11 @@ async fn sigusr1_and_sigusr2_restart_vscode_in_place() {
     for (n, signal) in [(1, "USR1"), (2, "USR2")] {
         let before = vscode_pid(&s);
         s.signal(signal);
-        wait_until("a new VS Code", || s.stdout_text().matches("Starting VS Code").count() == n + 1);
-        wait_until("it to be ready", || s.stdout_text().matches("VS Code is ready").count() == n + 1);
+        eventually("a new VS Code", || s.stdout_text().matches("Starting VS Code").count() == n + 1).await;
+        eventually("it to be ready", || s.stdout_text().matches("VS Code is ready").count() == n + 1).await;
         assert!(s.stdout_text().contains(&format!("Received SIG{signal}; hotswapping")));
         assert_ne!(vscode_pid(&s), before);
-        assert_no_orphans(before, None);
+        assert_no_orphans(before, None).await;
         // Same listener, same session, the workbench served by the new server.
         let r = c.get_with("/?ew=true", &[("cookie", &cookie)]).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text());

@@ -149,9 +149,10 @@ async fn an_interrupted_run_is_cleaned_up_by_the_next() {
     let mut cmd = home.command();
     cmd.args(["--provision-vscode", "--vscode-dir"]).arg(&target).env("npm_config_registry", &stalled.base);
     let server = Server::spawn_only(&mut cmd);
-    wait_until("the download to start", || {
+    eventually("the download to start", || {
         !staging_dirs(&parent).is_empty() && stalled.requests.load(Ordering::SeqCst) >= 2
-    });
+    })
+    .await;
     drop(server); // SIGKILL mid-download
     assert_eq!(staging_dirs(&parent).len(), 1);
 
@@ -188,7 +189,7 @@ async fn a_build_without_node_gets_one() {
         .env("PATH", "/usr/bin:/bin");
     let s = tokio::task::spawn_blocking(move || Server::start_command(&mut cmd)).await.unwrap();
     // Listening first, then the download.
-    wait_until("the build to be ready", || s.stdout_text().contains("Using VS Code"));
+    eventually("the build to be ready", || s.stdout_text().contains("Using VS Code")).await;
     assert!(s.stdout_text().contains("Provisioning Node"), "{}", s.stdout_text());
     let node = home.data_dir().join(format!("vscode/node-{}/bin/node", code_server::vscode::provision::NODE_VERSION));
     assert!(node.is_file());
@@ -278,7 +279,7 @@ async fn a_first_run_serves_its_progress_then_the_server() {
     assert_eq!(css.status, StatusCode::OK, "the page's styles are served");
 
     // Then the server proper, on the same port.
-    wait_until("provisioning to finish", || s.stdout_text().contains("Using VS Code"));
+    eventually("provisioning to finish", || s.stdout_text().contains("Using VS Code")).await;
     let cookie = c.login("pw").await;
     assert_eq!(c.get_with("/version", &[("cookie", &cookie)]).await.text(), "fa4ecafe00000000000000000000000000000000");
     assert!(home.data_dir().join("vscode/4.139.1/.provisioned.json").is_file());

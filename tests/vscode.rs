@@ -239,7 +239,7 @@ async fn the_supervisor_restarts_a_crashed_server() {
     let c = s.client();
     assert_eq!(c.get_with("/version", &[("cookie", &cookie)]).await.text(), FAKE_COMMIT);
     assert_eq!(c.get_with("/crash", &[("cookie", &cookie)]).await.text(), "bye");
-    wait_until("the exit to be logged", || s.stderr_text().contains("VS Code server exited"));
+    eventually("the exit to be logged", || s.stderr_text().contains("VS Code server exited")).await;
     assert!(s.stderr_text().contains("exit status: 3"), "{}", s.stderr_text());
     // The next request waits for the restarted child instead of failing.
     let r = c.get_with("/version", &[("cookie", &cookie)]).await;
@@ -278,9 +278,10 @@ async fn real_workbench_routes() {
     assert!(html.contains("&quot;logoutEndpoint&quot;:&quot;./logout&quot;") || html.contains("./logout"));
 
     // It was remembered: next time, even without command-line paths, the same folder.
-    wait_until("coder.json", || {
+    eventually("coder.json", || {
         std::fs::read_to_string(home.data_dir().join("coder.json")).is_ok_and(|t| t.contains("my project"))
-    });
+    })
+    .await;
     let again = Server::start(&home, &["--bind-addr", "127.0.0.1:0"], &[]);
     let r = again.client().get_with("/", &[("cookie", &again.client().login("pw").await)]).await;
     assert_eq!(
@@ -298,9 +299,10 @@ async fn real_workbench_routes() {
     assert!(r.text().contains("./../_static/src/browser/media/pwa-icon-192.png"), "relative to /vscode/");
     // ?ew=true opens an empty window and stops the redirect.
     assert_eq!(get("/?ew=true".into()).await.status, StatusCode::OK);
-    wait_until("coder.json to forget the folder", || {
+    eventually("coder.json to forget the folder", || {
         std::fs::read_to_string(home.data_dir().join("coder.json")).is_ok_and(|t| !t.contains("my project"))
-    });
+    })
+    .await;
     assert_eq!(
         get("/".into()).await.header("location"),
         Some(format!("./?folder={folder}").as_str()),
@@ -328,7 +330,7 @@ async fn real_workbench_routes() {
     // SIGTERM stops VS Code's whole process group and exits 0.
     let pgid = vscode_pid(&s);
     assert_eq!(s.stop(), Some(0));
-    assert_no_orphans(pgid, None);
+    assert_no_orphans(pgid, None).await;
 }
 
 #[tokio::test]

@@ -491,15 +491,6 @@ pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
-/// Polls `cond` until it holds (for things that happen after a signal, not for timing).
-pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Process groups and working directories of everything alive, from /proc.
 pub fn processes() -> Vec<(u32, i32, Option<PathBuf>)> {
     let mut out = vec![];
@@ -526,10 +517,11 @@ pub fn vscode_pid(s: &Server) -> i32 {
 }
 
 /// Waits until no process is left in `pgid` or working in `cwd`.
-pub fn assert_no_orphans(pgid: i32, cwd: Option<&Path>) {
-    wait_until("VS Code's processes to be gone", || {
+pub async fn assert_no_orphans(pgid: i32, cwd: Option<&Path>) {
+    eventually("VS Code's processes to be gone", || {
         !processes().iter().any(|(_, g, dir)| *g == pgid || (cwd.is_some() && dir.as_deref() == cwd))
-    });
+    })
+    .await;
 }
 
 /// Trusts exactly one certificate (the one the server made or was given).
