@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, FromRef, Request};
+use axum::extract::{DefaultBodyLimit, FromRef, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use tokio_rustls::rustls::ServerConfig;
@@ -35,6 +35,8 @@ use crate::heart::routes::HeartState;
 use crate::i18n::Strings;
 use crate::identity::UserId;
 use crate::lifecycle::Lifecycle;
+use crate::multiuser::accounts::Accounts;
+use crate::multiuser::workspaces::{Fleet, PortOwnership, UserWorkspaces};
 use crate::pages::{Pages, PasswordHint};
 use crate::proxy::{Proxy, ProxyOptions, ProxyState};
 use crate::server::{self, Listener};
@@ -48,6 +50,10 @@ use crate::workspaces::{Layout, Workspace, Workspaces};
 
 /// code-server's body-parser limit for its own routes ("100kb").
 pub const BODY_LIMIT: usize = 100 * 1024;
+/// How long a request body of ours may pause between bytes (as long as a request head may take).
+pub const BODY_IDLE_TIMEOUT: Duration = crate::server::HEADER_READ_TIMEOUT;
+/// How long one of our own routes may take in all, body included.
+pub const OWN_DEADLINE: Duration = Duration::from_secs(60);
 
 /// Every module's state; cheap to clone. Handlers take their part (see the `FromRef` impls).
 #[derive(Clone)]
@@ -64,6 +70,12 @@ pub struct AppState {
     /// The port proxy: its pool of upstream connections and compiled proxy domains.
     pub proxy: Arc<Proxy>,
     pub site: Arc<Site>,
+    /// Multi-user mode's accounts; `None` in single-user mode.
+    pub accounts: Option<Arc<Accounts>>,
+    /// Multi-user mode: the users' workspaces with their limits (the API and admin page).
+    pub fleet: Option<Arc<Fleet>>,
+    /// `--rate-limit`.
+    pub rate_limiter: Arc<crate::ratelimit::RateLimiter>,
 }
 
 macro_rules! substate {
@@ -135,6 +147,9 @@ fn owner_layout(config: &Config) -> Layout {
         dirs: owner_dirs(config),
         session_socket: session_socket(config),
         runtime_dir: config.paths.runtime.clone(),
+        front_dir: config.user_data_dir.clone(),
+        open: config.paths_to_open.clone(),
+        run_as: None,
     }
 }
 
@@ -169,12 +184,31 @@ impl AppState {
         build: Build,
         heart: Heart,
     ) -> Result<AppState, CliError> {
+        AppState::assemble(config, store, build, heart, None)
+    }
+
+    /// Multi-user mode: people sign in to `accounts` (opened by the caller, which reports an
+    /// unreachable database before anything listens).
+    pub fn multi(config: Config, build: Build, accounts: Arc<Accounts>) -> Result<AppState, CliError> {
+        let heart = Heart::new(Arc::new(SystemClock), Some(config.paths.data.join("heartbeat")));
+        // The single-user session store stays empty: accounts keep their own sessions.
+        let store = Arc::new(crate::auth::session::MemoryStore::default());
+        AppState::assemble(config, store, build, heart, Some(accounts))
+    }
+
+    fn assemble(
+        config: Config,
+        store: Arc<dyn SessionStore>,
+        build: Build,
+        heart: Heart,
+        accounts: Option<Arc<Accounts>>,
+    ) -> Result<AppState, CliError> {
         let mut strings = Strings::new(&config.app_name, config.locale.as_deref(), build.login_locales().as_deref());
         if let Some(path) = &config.i18n {
             strings.load_custom(path).map_err(|e| CliError::new(e.to_string()))?;
             tracing::info!("Loaded custom strings");
         }
-        let auth = auth(&config, store)?;
+        let auth = auth(&config, store, accounts.clone())?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let lifecycle = Lifecycle::new();
         let owner = Workspace::new(
@@ -189,12 +223,25 @@ impl AppState {
         let running = build.code_server_version.clone().unwrap_or_else(|| crate::version::VERSION.to_string());
         let update_url = config.update_url.as_deref().unwrap_or(crate::update::DEFAULT_URL);
         let update = UpdateChecker::new(update_url, running, owner.settings.clone(), clock);
-        let workspaces = Arc::new(Workspaces::single(owner));
+        let workspaces = Arc::new(match (&accounts, config.deployment.multi()) {
+            // Each user their own workspace, made on their first request.
+            (Some(accounts), Some(multi)) => {
+                let users = UserWorkspaces::new(
+                    multi,
+                    vscode_options(&config),
+                    build.clone(),
+                    lifecycle.clone(),
+                    accounts.clone(),
+                );
+                users.check().map_err(CliError::new)?;
+                Workspaces::with_factory(Arc::new(users).factory())
+            }
+            _ => Workspaces::single(owner),
+        });
         let workbench = Workbench::new(
             workspaces.clone(),
             lifecycle.clone(),
             &build,
-            config.paths_to_open.clone(),
             config.ignore_last_opened,
             config.trusted_origins.clone(),
         );
@@ -205,19 +252,40 @@ impl AppState {
             disabled: config.disable_proxy,
             trusted_origins: config.trusted_origins.clone(),
             skip_auth_preflight: config.skip_auth_preflight,
+            gate: match (&accounts, config.deployment.multi()) {
+                (Some(accounts), Some(multi)) => Some(Arc::new(PortOwnership {
+                    workspaces: workspaces.clone(),
+                    isolation: multi.isolation,
+                    audit: accounts.audit().clone(),
+                })),
+                _ => None,
+            },
         });
+        let fleet = config.deployment.multi().filter(|_| accounts.is_some()).map(|multi| {
+            Arc::new(Fleet {
+                workspaces: workspaces.clone(),
+                isolation: multi.isolation,
+                memory_bytes: multi.memory_limit_mb * 1_000_000,
+                storage_bytes: multi.storage_quota_mb * 1_000_000,
+            })
+        });
+        let auth = Arc::new(auth);
+        let rate_limiter = Arc::new(crate::ratelimit::RateLimiter::new(config.rate_limit, auth.clone()));
         let site = Site { app_name: config.app_name.clone(), security_contact: config.security_contact.clone() };
         Ok(AppState {
             pages: Arc::new(Pages::new(strings, config.welcome_text.clone(), password_hint(&config))),
             heart: Arc::new(heart),
             proxy: Arc::new(proxy),
-            auth: Arc::new(auth),
+            auth,
             update: Arc::new(update),
             workbench: Arc::new(workbench),
             workspaces,
             site: Arc::new(site),
             config: Arc::new(config),
             lifecycle,
+            fleet,
+            accounts,
+            rate_limiter,
         })
     }
 
@@ -247,12 +315,15 @@ impl AppState {
 
     /// The single user's workspace.
     pub fn owner(&self) -> Arc<Workspace> {
-        self.workspaces.get(&UserId::owner()).expect("single-user mode has the owner's workspace")
+        self.workspaces.made(&UserId::owner()).expect("single-user mode has the owner's workspace")
     }
 }
 
 /// Where the login page says the password is.
 fn password_hint(config: &Config) -> PasswordHint {
+    if config.deployment.multi().is_some() {
+        return PasswordHint::Accounts;
+    }
     match config.password.as_ref().map(|p| p.source) {
         Some(PasswordSource::EnvPassword) => PasswordHint::EnvPassword,
         Some(PasswordSource::EnvHashedPassword) => PasswordHint::EnvHashedPassword,
@@ -262,16 +333,18 @@ fn password_hint(config: &Config) -> PasswordHint {
 
 /// Authentication as configured: the password's checker, sessions on `store`, the limiter,
 /// the cookies' names and scope.
-fn auth(config: &Config, store: Arc<dyn SessionStore>) -> Result<Auth, CliError> {
-    let mode = match (&config.auth, &config.password) {
-        (AuthMode::Password, Some(p)) => Mode::Password(PasswordChecker::new(
+fn auth(config: &Config, store: Arc<dyn SessionStore>, accounts: Option<Arc<Accounts>>) -> Result<Auth, CliError> {
+    let multi = accounts.is_some();
+    let mode = match (accounts, &config.auth, &config.password) {
+        (Some(accounts), _, _) => Mode::Accounts(accounts),
+        (None, AuthMode::Password, Some(p)) => Mode::Password(PasswordChecker::new(
             PasswordMethod::from_config(p).map_err(|e| CliError::new(e.to_string()))?,
         )),
         _ => Mode::None,
     };
     let method = match &mode {
         Mode::Password(c) => Some(Arc::new(c.method().clone())),
-        Mode::None => None,
+        Mode::None | Mode::Accounts(_) => None,
     };
     let fingerprint = Arc::new(move |key: &str| match &method {
         Some(m) => m.fingerprint(key.as_bytes()),
@@ -284,7 +357,7 @@ fn auth(config: &Config, store: Arc<dyn SessionStore>) -> Result<Auth, CliError>
     Ok(Auth {
         mode,
         sessions: Sessions::new(store, config.session_timeout, fingerprint),
-        limiter: LoginLimiter::default(),
+        limiter: if multi { LoginLimiter::per_account() } else { LoginLimiter::default() },
         cookie_name: Auth::cookie_name_for(config.cookie_suffix.as_deref()),
         device_cookie_name: Auth::device_cookie_name_for(config.cookie_suffix.as_deref()),
         devices,
@@ -302,26 +375,66 @@ fn auth(config: &Config, store: Arc<dyn SessionStore>) -> Result<Auth, CliError>
 /// rules itself, and is what the server serves: the router's own routing would cost every
 /// proxied request a route lookup and a layer of boxed futures.
 pub fn router(state: AppState) -> crate::proxy::Front {
+    // Our dynamic pages and JSON, compressed by Accept-Encoding (brotli or gzip). Not the static
+    // files (they leave the disk precompressed), never what is forwarded or proxied.
+    let mut dynamic = Router::new().merge(crate::auth::routes()).merge(crate::update::routes());
+    if let Some(accounts) = &state.accounts {
+        // Multi-user mode's own routes; in single-user mode /api is VS Code's, as in code-server.
+        let fleet = state.fleet.clone().expect("multi-user mode has its workspaces");
+        dynamic = dynamic.merge(crate::multiuser::routes(
+            accounts.clone(),
+            state.auth.clone(),
+            &state.config.app_name,
+            fleet,
+        ));
+    }
+    let dynamic = dynamic.layer(tower_http::compression::CompressionLayer::new().br(true).gzip(true));
     let own = Router::new()
         .merge(crate::assets::routes())
         .merge(crate::heart::routes::routes())
-        .merge(crate::auth::routes())
-        .merge(crate::update::routes())
-        .layer(middleware::from_fn(security_headers))
-        .layer(DefaultBodyLimit::max(BODY_LIMIT));
+        .merge(crate::scrape::routes(state.auth.clone(), state.config.metrics_token.clone()))
+        .merge(dynamic)
+        .layer(middleware::from_fn_with_state(headers_of(&state), security_headers))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        // Our routes answer quickly or not at all: a body that stops arriving is dropped, and
+        // a request that takes too long in all is a 408. (Not on what goes to VS Code or a
+        // proxied app: their long polls, streams and WebSockets have no deadline.)
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(BODY_IDLE_TIMEOUT))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            OWN_DEADLINE,
+        ));
     let routed = Router::new()
         .merge(own)
-        .merge(crate::workbench::routes(&state.workbench))
+        .merge(
+            crate::workbench::routes(&state.workbench)
+                .layer(middleware::from_fn_with_state(headers_of(&state), forwarded_headers)),
+        )
+        .layer(middleware::from_fn_with_state(state.rate_limiter.clone(), crate::ratelimit::limit))
         .layer(middleware::from_fn_with_state(state.pages.clone(), crate::pages::render_errors))
         .layer(middleware::from_fn_with_state(HeartState::from_ref(&state), crate::heart::routes::record_activity))
         .with_state(state.clone());
     crate::proxy::Front::new(ProxyState::from_ref(&state), routed)
 }
 
-/// Headers every page of ours carries (not added to proxied or forwarded responses).
-async fn security_headers(req: Request, next: Next) -> Response {
+/// The security headers' preset, and whether we serve TLS.
+type HeaderPolicy = (crate::headers::Preset, bool);
+
+fn headers_of(state: &AppState) -> HeaderPolicy {
+    (state.config.security_headers, state.config.tls.is_some())
+}
+
+/// Headers every response of ours carries, by `--security-headers` (never on proxied ones).
+async fn security_headers(State((preset, tls)): State<HeaderPolicy>, req: Request, next: Next) -> Response {
     let mut res = next.run(req).await;
-    crate::headers::add_own_headers(res.headers_mut());
+    crate::headers::secure_own(res.headers_mut(), preset, tls);
+    res
+}
+
+/// What `--security-headers` adds to VS Code's responses (and our workbench routes').
+async fn forwarded_headers(State((preset, tls)): State<HeaderPolicy>, req: Request, next: Next) -> Response {
+    let mut res = next.run(req).await;
+    crate::headers::secure_forwarded(res.headers_mut(), preset, tls);
     res
 }
 
@@ -345,11 +458,31 @@ pub async fn run(
     let lifecycle = state.lifecycle.clone();
     lifecycle.spawn("heartbeat", |t| state.heart.clone().run(t));
     lifecycle.spawn("session maintenance", |t| state.auth.sessions.clone().maintain(t));
+    if let Some(accounts) = &state.accounts {
+        lifecycle.spawn("account session maintenance", |t| accounts.sessions().clone().maintain(t));
+    }
+    if let Some(multi) = state.config.deployment.multi() {
+        let (workspaces, idle) = (state.workspaces.clone(), multi.idle_timeout);
+        lifecycle.spawn("idle workspaces", move |t| workspaces.stop_idle(idle, t));
+        if let (Some(accounts), Some(fleet)) = (&state.accounts, &state.fleet) {
+            let limits = crate::multiuser::limits::Limits {
+                memory_bytes: fleet.memory_bytes,
+                storage_bytes: fleet.storage_bytes,
+            };
+            let (workspaces, audit) = (state.workspaces.clone(), accounts.audit().clone());
+            lifecycle
+                .spawn("workspace limits", move |t| crate::multiuser::limits::enforce(workspaces, limits, audit, t));
+            let (workspaces, accounts) = (state.workspaces.clone(), accounts.clone());
+            lifecycle.spawn("closed accounts", move |t| {
+                crate::multiuser::workspaces::stop_for_closed_accounts(workspaces, accounts, t)
+            });
+        }
+    }
     for workspace in state.workspaces.all() {
         lifecycle.spawn("settings writer", |t| workspace.settings.clone().run(t));
         // The editor-session registry lives as long as the server.
         let registry = workspace.layout.session_socket.clone();
-        lifecycle.spawn("session registry", |t| crate::session_socket::serve(registry, t.cancelled_owned()));
+        lifecycle.spawn("session registry", |t| crate::session_socket::serve(registry, None, t.cancelled_owned()));
     }
 
     let mut stopped = None;
@@ -371,12 +504,18 @@ pub async fn run(
 
     // Requests have finished: persist what they left behind.
     for workspace in state.workspaces.all() {
+        workspace.end_session().await;
         if let Err(e) = workspace.settings.flush().await {
             tracing::warn!("{e}");
         }
     }
     if let Err(e) = state.auth.sessions.flush().await {
         tracing::warn!("{e}");
+    }
+    if let Some(accounts) = &state.accounts {
+        // Last: what requests and the shutdown itself recorded is written before the pool closes.
+        accounts.audit().close().await;
+        accounts.store().close().await;
     }
     stopped.unwrap_or(Stop::Signal)
 }

@@ -62,6 +62,24 @@ impl IntoResponse for AppError {
     }
 }
 
+/// Whether a body could not be read because it stopped arriving (the body idle timeout of our
+/// routes, see [`crate::app`]): such a request gets a 408, not a 400.
+pub fn body_timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if c.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
+/// The answer to a request whose body stopped arriving.
+pub fn body_timeout() -> AppError {
+    AppError::new(StatusCode::REQUEST_TIMEOUT, "Request Timeout: the request body stopped arriving")
+}
+
 /// Does the client want HTML? (code-server: `Accept` contains `text/html`.)
 pub fn accepts_html(headers: &HeaderMap) -> bool {
     headers.get_all(header::ACCEPT).iter().any(|v| v.to_str().is_ok_and(|s| s.contains("text/html")))

@@ -13,6 +13,84 @@ pub fn add_own_headers(h: &mut HeaderMap) {
     h.entry(header::X_FRAME_OPTIONS).or_insert(HeaderValue::from_static("SAMEORIGIN"));
 }
 
+/// `--security-headers`: how much hardening our responses carry (README, "Security headers").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Preset {
+    /// Balanced, and the same headers on VS Code's responses; HSTS with subdomains.
+    Strict,
+    /// Our pages: CSP, `Permissions-Policy`, COOP/CORP and the basics; HSTS under TLS on
+    /// everything. VS Code's responses as VS Code sends them.
+    #[default]
+    Balanced,
+    /// None of it: code-server's own headers only.
+    Off,
+}
+
+impl Preset {
+    pub const NAMES: &'static [&'static str] = &["strict", "balanced", "off"];
+
+    pub fn parse(s: &str) -> Option<Preset> {
+        match s {
+            "strict" => Some(Preset::Strict),
+            "balanced" => Some(Preset::Balanced),
+            "off" => Some(Preset::Off),
+            _ => None,
+        }
+    }
+}
+
+/// Our pages' policy, beneath each template's own `<meta>` policy (a page obeys both): scripts
+/// and styles from us only (the login page's one inline script, which tells us its public
+/// address, is why `'unsafe-inline'` stays for scripts), no plugins, forms to us only, never
+/// framed by another site.
+const OWN_CSP: &str = "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self'; \
+     img-src 'self' data:; font-src 'self' data:; manifest-src 'self'; connect-src 'self'; \
+     object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'self'";
+/// Powerful features our pages never use. (Not on VS Code's responses: the workbench uses the
+/// clipboard, and extensions may want more.)
+const OWN_PERMISSIONS: &str =
+    "camera=(), microphone=(), geolocation=(), payment=(), usb=(), serial=(), hid=(), bluetooth=()";
+
+/// The security headers of one of our own responses, by `preset` (`tls`: we serve HTTPS).
+/// Runs after the handler: what a handler set on purpose stays.
+pub fn secure_own(h: &mut HeaderMap, preset: Preset, tls: bool) {
+    if preset == Preset::Off {
+        // What `add_own_headers` put there on the way (error pages, JSON errors) goes too.
+        for name in [header::X_CONTENT_TYPE_OPTIONS, header::REFERRER_POLICY, header::X_FRAME_OPTIONS] {
+            h.remove(name);
+        }
+        return;
+    }
+    add_own_headers(h);
+    let html = h.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"text/html"));
+    if html {
+        h.entry(header::CONTENT_SECURITY_POLICY).or_insert(HeaderValue::from_static(OWN_CSP));
+    }
+    h.entry(HeaderName::from_static("permissions-policy")).or_insert(HeaderValue::from_static(OWN_PERMISSIONS));
+    h.entry(HeaderName::from_static("cross-origin-opener-policy")).or_insert(HeaderValue::from_static("same-origin"));
+    h.entry(HeaderName::from_static("cross-origin-resource-policy")).or_insert(HeaderValue::from_static("same-origin"));
+    add_hsts(h, preset, tls);
+}
+
+/// The security headers of a response forwarded from VS Code, by `preset`: HSTS under TLS;
+/// with `strict` also no sniffing, no referrer to other sites and no framing by other sites
+/// (VS Code's webviews are frames of the same origin, so they still work).
+pub fn secure_forwarded(h: &mut HeaderMap, preset: Preset, tls: bool) {
+    if preset == Preset::Strict {
+        add_own_headers(h);
+    }
+    add_hsts(h, preset, tls);
+}
+
+fn add_hsts(h: &mut HeaderMap, preset: Preset, tls: bool) {
+    let value = match (preset, tls) {
+        (Preset::Strict, true) => "max-age=31536000; includeSubDomains",
+        (Preset::Balanced, true) => "max-age=31536000",
+        _ => return,
+    };
+    h.entry(header::STRICT_TRANSPORT_SECURITY).or_insert(HeaderValue::from_static(value));
+}
+
 /// [`add_own_headers`], and not to be stored by any cache (a response that depends on who asks).
 pub fn add_private_headers(h: &mut HeaderMap) {
     add_own_headers(h);

@@ -25,7 +25,64 @@ const ENGLISH: &[(&str, &str)] = &[
     ("LOGOUT_QUESTION", "Sign out of {{app}}?"),
     ("LOGOUT_EXPLANATION", "Another site sent you here. Sign out only if you meant to."),
     ("LOGOUT_BUTTON", "SIGN OUT"),
+    // Multi-user mode's login (not code-server's: translated below).
+    ("LOGIN_ACCOUNT", "Sign in with your username and password."),
+    ("USERNAME_PLACEHOLDER", "USERNAME"),
+    ("MISS_USERNAME", "Missing username"),
+    ("INCORRECT_CREDENTIALS", "Incorrect username or password"),
+    ("ACCOUNT_DISABLED", "This account is disabled"),
 ];
+
+/// Our own translations of the keys code-server's packages do not have (multi-user mode's),
+/// beneath the package's table and the operator's `--i18n`. Used only for a language the
+/// package offers, so a page is never half translated.
+const OWN_TRANSLATIONS: &[(&str, &[(&str, &str)])] = &[
+    (
+        "ja",
+        &[
+            ("LOGIN_ACCOUNT", "ユーザー名とパスワードでログインしてください。"),
+            ("USERNAME_PLACEHOLDER", "ユーザー名"),
+            ("MISS_USERNAME", "ユーザー名がありません"),
+            ("INCORRECT_CREDENTIALS", "ユーザー名またはパスワードが正しくありません"),
+            ("ACCOUNT_DISABLED", "このアカウントは無効になっています"),
+        ],
+    ),
+    (
+        "th",
+        &[
+            ("LOGIN_ACCOUNT", "เข้าสู่ระบบด้วยชื่อผู้ใช้และรหัสผ่านของคุณ"),
+            ("USERNAME_PLACEHOLDER", "ชื่อผู้ใช้"),
+            ("MISS_USERNAME", "ไม่มีชื่อผู้ใช้"),
+            ("INCORRECT_CREDENTIALS", "ชื่อผู้ใช้หรือรหัสผ่านไม่ถูกต้อง"),
+            ("ACCOUNT_DISABLED", "บัญชีนี้ถูกปิดใช้งาน"),
+        ],
+    ),
+    (
+        "ur",
+        &[
+            ("LOGIN_ACCOUNT", "اپنے صارف نام اور پاس ورڈ سے لاگ ان کریں۔"),
+            ("USERNAME_PLACEHOLDER", "صارف نام"),
+            ("MISS_USERNAME", "صارف نام موجود نہیں ہے"),
+            ("INCORRECT_CREDENTIALS", "غلط صارف نام یا پاس ورڈ"),
+            ("ACCOUNT_DISABLED", "یہ اکاؤنٹ غیر فعال ہے"),
+        ],
+    ),
+    (
+        "zh-cn",
+        &[
+            ("LOGIN_ACCOUNT", "请使用您的用户名和密码登录。"),
+            ("USERNAME_PLACEHOLDER", "用户名"),
+            ("MISS_USERNAME", "缺少用户名"),
+            ("INCORRECT_CREDENTIALS", "用户名或密码错误"),
+            ("ACCOUNT_DISABLED", "此账户已被禁用"),
+        ],
+    ),
+];
+
+fn own_translation(lang: &str, key: &str) -> Option<&'static str> {
+    let (_, table) = OWN_TRANSLATIONS.iter().find(|(l, _)| *l == lang)?;
+    table.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+}
 
 /// A custom strings file that cannot be used, in code-server's words.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -64,7 +121,13 @@ pub struct Lang<'a> {
 impl Lang<'_> {
     pub fn get(&self, key: &str) -> String {
         let s = self.strings;
-        let text = s.custom.get(key).or_else(|| self.table.and_then(|t| t.get(key))).or_else(|| s.english.get(key));
+        let text = s
+            .custom
+            .get(key)
+            .or_else(|| self.table.and_then(|t| t.get(key)))
+            .map(String::as_str)
+            .or_else(|| self.table.and_then(|_| own_translation(self.code, key)))
+            .or_else(|| s.english.get(key).map(String::as_str));
         text.map(|t| t.replace("{{app}}", &s.app_name)).unwrap_or_else(|| key.to_string())
     }
 }

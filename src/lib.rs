@@ -9,19 +9,26 @@ pub mod clock;
 pub mod environment;
 pub mod errno;
 pub mod error;
+// Only for `fuzz/` and its corpus test; see the module.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod headers;
 pub mod heart;
 pub mod i18n;
 pub mod identity;
 pub mod lifecycle;
 pub mod logging;
+pub mod metrics;
+pub mod multiuser;
 pub mod net;
 pub mod origin;
 pub mod pages;
 pub mod paths;
 pub mod private_dir;
 pub mod proxy;
+pub mod ratelimit;
 pub mod relative;
+pub mod scrape;
 pub mod secret;
 pub mod server;
 pub mod session_socket;

@@ -12,7 +12,7 @@ use code_server::environment::Environment;
 use code_server::server::tls::Tls;
 use code_server::server::{self, Listener};
 use code_server::vscode::provision::Reporter;
-use code_server::{lifecycle, logging, private_dir, session_socket, vscode, workspaces};
+use code_server::{lifecycle, logging, multiuser, private_dir, session_socket, vscode, workspaces};
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args_os().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
@@ -42,6 +42,8 @@ fn main() -> ExitCode {
         }
         Command::Extensions(config) => (config, Mode::Extensions),
         Command::Provision(config) => (config, Mode::Provision),
+        Command::Accounts(config) => (config, Mode::Accounts),
+        Command::TrustStore(config) => (config, Mode::TrustStore),
         Command::Serve(config) => (config, Mode::Serve),
     };
 
@@ -74,11 +76,9 @@ fn main() -> ExitCode {
         match mode {
             Mode::Serve => serve(*config).await.map(|()| 0),
             Mode::Provision => provision(&config).await.map(|()| 0),
-            Mode::Extensions => {
-                let build = vscode_build(&config, &Reporter::none()).await?;
-                let (dirs, options) = (app::owner_dirs(&config), app::vscode_options(&config));
-                Ok(vscode::extensions::run(&config.extensions, &dirs, &options, &build).await?)
-            }
+            Mode::Accounts => account_command(&config).await.map(|()| 0),
+            Mode::TrustStore => trust_command(&config).map(|()| 0),
+            Mode::Extensions => extension_commands(&config).await,
         }
     });
     match result {
@@ -95,6 +95,8 @@ enum Mode {
     Serve,
     Provision,
     Extensions,
+    Accounts,
+    TrustStore,
 }
 
 /// The VS Code version for `--version`, when a build is already present (never provisions).
@@ -150,6 +152,126 @@ async fn provision(config: &Config) -> Result<(), Failure> {
     Ok(())
 }
 
+/// `--add-user` and the other account actions: against the configured database, then exit.
+async fn account_command(config: &Config) -> Result<(), Failure> {
+    let (Some(multi), Some(command)) = (config.deployment.multi(), &config.account_command) else {
+        unreachable!("the CLI makes an account command only in multi-user mode");
+    };
+    private_dir::ensure_logged(&config.paths.data, "the user database and the audit log")?;
+    let accounts = multiuser::open(multi).await?;
+    let outcome = multiuser::admin_cli::run(&accounts, &multi.sessions, command).await;
+    accounts.audit().close().await;
+    accounts.store().close().await;
+    println!("{}", outcome?);
+    Ok(())
+}
+
+/// `--trust-publisher` and the other trust-store actions, then exit.
+fn trust_command(config: &Config) -> Result<(), Failure> {
+    let command = config.trust_command.as_ref().expect("the CLI makes this mode only for a trust command");
+    let store = vscode::signing::store::TrustStore::new(&config.paths.data);
+    print!("{}", vscode::signing::store::run(&store, command)?);
+    Ok(())
+}
+
+fn failure(message: impl Into<String>) -> Failure {
+    cli::CliError::new(message.into()).into()
+}
+
+/// `--install-extension` and the other extension commands, through VS Code's CLI; with
+/// `--verify-extensions`, every package is checked first (before VS Code is even looked for),
+/// and one refusal installs nothing.
+async fn extension_commands(config: &Config) -> Result<i32, Failure> {
+    let mut commands = config.extensions.clone();
+    let _staged = if commands.verify && !commands.install.is_empty() {
+        let store = vscode::signing::store::TrustStore::new(&config.paths.data);
+        match vscode::extensions::verify_installs(&mut commands, &store, &config.paths.runtime) {
+            Ok(staged) => {
+                for v in &staged.verified {
+                    tracing::info!(
+                        "Verified {}: signed by publisher {} ({} key {})",
+                        v.identity,
+                        v.identity.publisher,
+                        v.key.kind(),
+                        v.key.fingerprint()
+                    );
+                }
+                Some(staged)
+            }
+            Err(vscode::extensions::VerifyError::Refused(refusals)) => {
+                for r in &refusals {
+                    tracing::error!("{r}");
+                }
+                tracing::error!("Nothing was installed (--verify-extensions)");
+                return Ok(1);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    } else {
+        None
+    };
+    let build = vscode_build(config, &Reporter::none()).await?;
+    let options = app::vscode_options(config);
+    let Some(name) = &config.for_user else {
+        return Ok(vscode::extensions::run(&commands, &app::owner_dirs(config), &options, &build, None).await?);
+    };
+    // A user's workspace: their directories, as their account.
+    let Some(multi) = config.deployment.multi() else {
+        return Err(failure("--for-user needs deployment-mode: multi"));
+    };
+    if commands.verify && multi.isolation == multiuser::config::Isolation::OsUser {
+        // The checked copies are ours (in our private runtime dir), out of the account's reach.
+        return Err(failure(
+            "--verify-extensions cannot be combined with --for-user under os-user isolation yet: \
+             install the verified package into the user's workspace from the admin's own session instead",
+        ));
+    }
+    private_dir::ensure_logged(&config.paths.data, "the user database and the audit log")?;
+    let accounts = multiuser::open(multi).await?;
+    let found = accounts.user_by_name(name).await;
+    let user = match found {
+        Ok(u) => u,
+        Err(e) => {
+            accounts.store().close().await;
+            return Err(failure(format!("--for-user {name}: {e}")));
+        }
+    };
+    let identity = code_server::identity::Identity {
+        user: code_server::identity::UserId::new(user.id.as_str()),
+        name: user.username.clone(),
+        roles: vec![user.role],
+        session: None,
+    };
+    let users = multiuser::workspaces::UserWorkspaces::new(
+        multi,
+        options.clone(),
+        build.clone(),
+        lifecycle::Lifecycle::new(),
+        accounts.clone(),
+    );
+    let layout = users.layout_for(&identity).await;
+    accounts.store().close().await;
+    let layout = layout.map_err(|e| failure(format!("--for-user {name}: {e}")))?;
+    let set_up = layout
+        .run_as
+        .clone()
+        .map(|r| move |cmd: &mut tokio::process::Command| workspaces::spawner::run_as_account(cmd, &r));
+    let set_up = set_up.as_ref().map(|f| f as &(dyn Fn(&mut tokio::process::Command) + Sync));
+    Ok(vscode::extensions::run(&commands, &layout.dirs, &options, &build, set_up).await?)
+}
+
+/// Multi-user mode's accounts, opened before anything listens; the first admin made.
+async fn open_accounts(config: &Config) -> Result<Option<std::sync::Arc<multiuser::accounts::Accounts>>, Failure> {
+    let Some(multi) = config.deployment.multi() else { return Ok(None) };
+    let accounts = multiuser::open(multi).await?;
+    let (users, sessions) = multiuser::describe(&accounts);
+    tracing::info!("Multi-user mode: users in {users}, sessions in {sessions}");
+    if let Some(path) = accounts.ensure_first_admin(multi.first_admin.as_ref(), &config.paths.data).await? {
+        tracing::info!("Created the first admin, \"admin\"; its password is in {}", path.display());
+    }
+    Ok(Some(accounts))
+}
+
 async fn serve(config: Config) -> Result<(), Failure> {
     // `code-server FILE` while an instance runs (or from its terminal) opens FILE there.
     let hook = std::env::var("VSCODE_IPC_HOOK_CLI").ok();
@@ -172,12 +294,19 @@ async fn serve(config: Config) -> Result<(), Failure> {
     tracing::info!("Using user-data-dir {}", config.user_data_dir.display());
     tracing::debug!("Using extensions-dir {}", config.extensions_dir.display());
     tracing::info!("Using config file {}", config.config_file.display());
+    if config.extensions.verify {
+        // Said at every start so nobody mistakes it for a guard on the workbench's own installs.
+        tracing::info!(
+            "verify-extensions checks installs from the command line (--install-extension); the workbench's Extensions view installs without it"
+        );
+    }
 
     let tls = match &config.tls {
         Some(t) => Some(server::tls::load(t, &config.paths.data)?),
         None => None,
     };
     AppState::check(&config)?;
+    let accounts = open_accounts(&config).await?;
     // The port is ours before anything is downloaded: a busy one is reported at once, and on a
     // first run a browser sees how provisioning goes instead of a refused connection.
     let listener = Listener::bind(&config.listen).await?;
@@ -212,11 +341,23 @@ async fn serve(config: Config) -> Result<(), Failure> {
         }
     };
     tracing::info!("Using VS Code {} from {}", build.version, build.root.display());
-    let state = AppState::with_file_store(config.clone(), build)?;
+    let state = match accounts {
+        Some(accounts) => AppState::multi(config.clone(), build, accounts)?,
+        None => AppState::with_file_store(config.clone(), build)?,
+    };
     match state.auth.sessions.prune().await {
         Ok(0) => {}
         Ok(n) => tracing::debug!("Dropped {n} expired or outdated sessions"),
         Err(e) => tracing::warn!("{e}"),
+    }
+    if let Some(addr) = config.metrics_addr {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on --metrics-addr {addr}: {}", code_server::errno::describe(&e)))?;
+        let (token, bound) = (config.metrics_token.clone(), listener.local_addr().unwrap_or(addr));
+        tracing::info!("  - Metrics on http://{bound}/metrics");
+        let auth = state.auth.clone();
+        state.lifecycle.spawn("metrics listener", |t| code_server::scrape::serve_dedicated(listener, auth, token, t));
     }
     let workspaces = state.workspaces.clone();
     state.lifecycle.spawn("hotswap signals", |t| workspaces::hotswap_on_signals(hotswap, workspaces, t));
@@ -231,6 +372,10 @@ fn log_startup(config: &Config, listener: &Listener, cert: Option<&std::path::Pa
     let scheme = if cert.is_some() { "HTTPS" } else { "HTTP" };
     tracing::info!("{scheme} server listening on {}", listener.describe(cert.is_some()));
     match (&config.auth, &config.password) {
+        _ if config.deployment.multi().is_some() => {
+            tracing::info!("  - Authentication is enabled");
+            tracing::info!("    - Multi-user mode: each user signs in with a username and password");
+        }
         (AuthMode::Password, Some(p)) => {
             tracing::info!("  - Authentication is enabled");
             let file = config.config_file.display();

@@ -67,7 +67,9 @@ pub fn check_origin(
     let host = request_host(headers, authority).ok_or(OriginError::NoHost)?;
     let (host_name, host_port) = split_host_port(&host);
     let host_port = host_port.unwrap_or(if url.scheme() == "https" || url.scheme() == "wss" { 443 } else { 80 });
-    if host_name == origin_host && host_port == origin_port {
+    // The URL keeps an IPv6 address's brackets (`[::1]`), the split host does not.
+    let origin_name = origin_host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(&origin_host);
+    if host_name == origin_name && host_port == origin_port {
         Ok(())
     } else {
         Err(OriginError::Mismatch { origin: origin_authority, host })
@@ -125,6 +127,10 @@ mod tests {
         assert!(check(&[("host", "localhost:8080")], &[]).is_ok());
         assert!(check(&[("host", "localhost:8080"), ("origin", "http://localhost:8080")], &[]).is_ok());
         assert!(check(&[("host", "Ex.com"), ("origin", "https://ex.com")], &[]).is_ok());
+        // IPv6 (found by the `origin` fuzz target): the Origin's brackets are no mismatch.
+        assert!(check(&[("host", "[::1]:8080"), ("origin", "http://[::1]:8080")], &[]).is_ok());
+        assert!(check(&[("host", "[::1]"), ("origin", "http://[::1]")], &[]).is_ok());
+        assert!(check(&[("host", "[::1]:8080"), ("origin", "http://[::2]:8080")], &[]).is_err());
     }
 
     #[test]

@@ -24,6 +24,8 @@ struct LoginTemplate<'a> {
     login_below: String,
     password_hint: String,
     placeholder: String,
+    /// Multi-user mode: the username field's placeholder (the field is shown).
+    username_placeholder: Option<String>,
     submit: String,
     error: Option<String>,
 }
@@ -69,6 +71,8 @@ pub enum PasswordHint {
     EnvPassword,
     /// `$HASHED_PASSWORD`.
     EnvHashedPassword,
+    /// Multi-user mode: each user's own username and password.
+    Accounts,
 }
 
 /// A login-page error, by i18n key.
@@ -77,6 +81,9 @@ pub enum LoginError {
     RateLimited,
     MissingPassword,
     IncorrectPassword,
+    MissingUsername,
+    IncorrectCredentials,
+    AccountDisabled,
 }
 
 impl LoginError {
@@ -85,6 +92,9 @@ impl LoginError {
             LoginError::RateLimited => "LOGIN_RATE_LIMIT",
             LoginError::MissingPassword => "MISS_PASSWORD",
             LoginError::IncorrectPassword => "INCORRECT_PASSWORD",
+            LoginError::MissingUsername => "MISS_USERNAME",
+            LoginError::IncorrectCredentials => "INCORRECT_CREDENTIALS",
+            LoginError::AccountDisabled => "ACCOUNT_DISABLED",
         }
     }
 }
@@ -96,6 +106,7 @@ impl Pages {
             PasswordHint::EnvPassword => "LOGIN_USING_ENV_PASSWORD",
             PasswordHint::EnvHashedPassword => "LOGIN_USING_HASHED_PASSWORD",
             PasswordHint::ConfigFile => "LOGIN_PASSWORD",
+            PasswordHint::Accounts => "LOGIN_ACCOUNT",
         };
         Pages { strings, welcome_text, password_hint_key }
     }
@@ -123,6 +134,7 @@ impl Pages {
             login_below: s.get("LOGIN_BELOW"),
             password_hint: s.get(self.password_hint_key),
             placeholder: s.get("PASSWORD_PLACEHOLDER"),
+            username_placeholder: (self.password_hint_key == "LOGIN_ACCOUNT").then(|| s.get("USERNAME_PLACEHOLDER")),
             submit: s.get("SUBMIT"),
             error: error.map(|e| s.get(e.key())),
         }
@@ -189,8 +201,9 @@ pub fn as_page(pages: &Pages, res: Response, path: &str, to: Option<&str>) -> Re
     let page = pages.error(&err, path, to);
     let (mut parts, _body) = res.into_parts();
     let mut out = (err.status, Html(page)).into_response();
-    // Keep headers a handler added on purpose (Allow, Set-Cookie), replace the body's own.
-    for name in [header::CONTENT_TYPE, header::CONTENT_LENGTH] {
+    // Keep headers a handler added on purpose (Allow, Set-Cookie), replace the body's own (its
+    // type, length and any compression: the page goes out uncompressed).
+    for name in [header::CONTENT_TYPE, header::CONTENT_LENGTH, header::CONTENT_ENCODING] {
         parts.headers.remove(&name);
     }
     for (name, value) in parts.headers.iter() {

@@ -54,29 +54,51 @@ pub enum Why {
 /// Creates `dir` if missing and makes sure it is ours alone (see the module docs). Returns
 /// whether its mode had to be narrowed.
 pub fn ensure(dir: &Path) -> Result<bool, PrivateDirError> {
-    let uid = current_uid();
+    ensure_for(dir, None)
+}
+
+/// [`ensure`] for a directory that belongs to another account, `(uid, gid)` (a user's VS Code
+/// runs as it): made by us and handed over, it must be that uid's alone, and everything above
+/// it ours or root's. Only the server running as root can hand directories over.
+pub fn ensure_owned_by(dir: &Path, uid: u32, gid: u32) -> Result<bool, PrivateDirError> {
+    ensure_for(dir, Some((uid, gid)))
+}
+
+fn ensure_for(dir: &Path, owner: Option<(u32, u32)>) -> Result<bool, PrivateDirError> {
+    let us = current_uid();
+    let uid = owner.map_or(us, |(uid, _)| uid);
     if let Err(source) = fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
         return Err(PrivateDirError::Create { path: dir.to_path_buf(), source });
     }
     let unsafe_because = |why: Why| PrivateDirError::Unsafe { path: dir.to_path_buf(), why };
-    let meta = lstat(dir)?;
+    let mut meta = lstat(dir)?;
     if meta.file_type().is_symlink() {
         return Err(unsafe_because(Why::Symlink));
     }
     if !meta.is_dir() {
         return Err(unsafe_because(Why::NotADirectory));
     }
-    if meta.uid() != uid {
-        return Err(unsafe_because(Why::NotOurs { owner: meta.uid(), us: uid }));
-    }
-    // Everything above it, as written and as resolved.
+    // Everything above it, as written and as resolved: ours or root's, so nobody else can
+    // swap the directory between the check and the hand-over.
     let canonical =
         fs::canonicalize(dir).map_err(|source| PrivateDirError::Inspect { path: dir.to_path_buf(), source })?;
     for path in [absolute(dir), canonical] {
         for ancestor in path.ancestors().skip(1) {
-            check_ancestor(ancestor, uid)
+            check_ancestor(ancestor, us)
                 .map_err(|why| PrivateDirError::Unsafe { path: ancestor.to_path_buf(), why })?;
         }
+    }
+    if let Some((uid, gid)) = owner
+        && meta.uid() == us
+        && us != uid
+    {
+        // Ours (just made, or made before the user had a uid): theirs from now on.
+        std::os::unix::fs::lchown(dir, Some(uid), Some(gid))
+            .map_err(|source| PrivateDirError::Inspect { path: dir.to_path_buf(), source })?;
+        meta = lstat(dir)?;
+    }
+    if meta.uid() != uid {
+        return Err(unsafe_because(Why::NotOurs { owner: meta.uid(), us: uid }));
     }
     let narrowed = meta.mode() & 0o077 != 0;
     if narrowed {

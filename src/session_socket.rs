@@ -153,10 +153,16 @@ pub struct OpenRequest {
 /// newer instance with the same user-data-dir takes over, as in code-server). Failure to listen
 /// is not fatal: a warning, and the server runs without the registry.
 ///
-/// Whoever registers a window here decides where `code-server FILE` sends files, so only our
-/// own uid may: the socket is mode 0600 from the moment it exists (whatever the umask), and a
-/// connection from any other uid (root aside) is dropped unanswered.
-pub async fn serve(path: PathBuf, shutdown: impl std::future::Future<Output = ()> + Send + 'static) {
+/// Whoever registers a window here decides where `code-server FILE` sends files, so only the
+/// workspace's uid may: ours, or `account`'s (uid, gid) when its VS Code runs as another
+/// account (the socket is then handed to that account). The socket is mode 0600 from the
+/// moment it exists (whatever the umask), and a connection from any other uid (root aside) is
+/// dropped unanswered.
+pub async fn serve(
+    path: PathBuf,
+    account: Option<(u32, u32)>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
     let listener = match crate::server::listen::bind_unix_with_mode(&path, 0o600) {
         Ok(l) => l,
         Err(e) => {
@@ -164,24 +170,31 @@ pub async fn serve(path: PathBuf, shutdown: impl std::future::Future<Output = ()
             return;
         }
     };
+    if let Some((uid, gid)) = account
+        && let Err(e) = std::os::unix::fs::lchown(&path, Some(uid), Some(gid))
+    {
+        tracing::warn!("Could not hand {} to uid {uid} ({})", path.display(), crate::errno::describe(&e));
+        return;
+    }
     tracing::info!("Session server listening on {}", path.display());
     let app = router(Registry::default());
-    let served = axum::serve(OwnerOnly(listener), app).with_graceful_shutdown(shutdown).await;
+    let allowed = account.map_or_else(crate::private_dir::current_uid, |(uid, _)| uid);
+    let served = axum::serve(OwnerOnly(listener, allowed), app).with_graceful_shutdown(shutdown).await;
     if let Err(e) = served {
         tracing::warn!("Session server stopped: {e}");
     }
     let _ = std::fs::remove_file(&path);
 }
 
-/// The registry's listener: connections from other users are dropped.
-struct OwnerOnly(UnixListener);
+/// The registry's listener: connections from uids other than this one (and root) are dropped.
+struct OwnerOnly(UnixListener, u32);
 
 impl axum::serve::Listener for OwnerOnly {
     type Io = UnixStream;
     type Addr = tokio::net::unix::SocketAddr;
 
     async fn accept(&mut self) -> (UnixStream, Self::Addr) {
-        let us = crate::private_dir::current_uid();
+        let us = self.1;
         loop {
             match self.0.accept().await {
                 Ok((stream, addr)) => match stream.peer_cred() {
@@ -346,7 +359,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("ipc.sock");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve(sock.clone(), async {
+        let server = tokio::spawn(serve(sock.clone(), None, async {
             let _ = rx.await;
         }));
         while UnixStream::connect(&sock).await.is_err() {

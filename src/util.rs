@@ -62,6 +62,52 @@ pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
     result
 }
 
+/// Reads a UTC time as [`iso8601`] writes it, or shorter (`2024-01-31`, `2024-01-31T12:34`,
+/// `2024-01-31T12:34:56Z`, with `.mmm`), or Unix milliseconds: Unix milliseconds.
+pub fn parse_time(s: &str) -> Option<u64> {
+    let s = s.trim();
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s.parse().ok();
+    }
+    let s = s.strip_suffix('Z').unwrap_or(s);
+    let (date, time) = s.split_once(['T', ' ']).unwrap_or((s, ""));
+    let mut d = date.split('-');
+    let (year, month, day): (i64, i64, i64) =
+        (d.next()?.parse().ok()?, d.next()?.parse().ok()?, d.next()?.parse().ok()?);
+    if d.next().is_some() || !(1970..=9999).contains(&year) || !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return None;
+    }
+    let (hms, millis) = time.split_once('.').unwrap_or((time, ""));
+    let mut t = hms.split(':').filter(|p| !p.is_empty());
+    let mut part = |max: u64| -> Option<u64> {
+        match t.next() {
+            None => Some(0),
+            Some(p) if p.len() == 2 => p.parse().ok().filter(|v| *v <= max),
+            Some(_) => None,
+        }
+    };
+    let (h, m, sec) = (part(23)?, part(59)?, part(60)?);
+    if t.next().is_some() {
+        return None;
+    }
+    let ms: u64 = match millis {
+        "" => 0,
+        m if m.len() <= 3 && m.bytes().all(|b| b.is_ascii_digit()) => {
+            m.parse::<u64>().ok()? * 10u64.pow(3 - m.len() as u32)
+        }
+        _ => return None,
+    };
+    // Days-from-civil (Howard Hinnant), the inverse of `iso8601`'s.
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = if month > 2 { month - 3 } else { month + 9 };
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = u64::try_from(era * 146_097 + doe - 719_468).ok()?;
+    Some(((days * 86_400 + h * 3600 + m * 60 + sec) * 1000) + ms)
+}
+
 /// Formats a Unix time in milliseconds as ISO-8601 UTC (`2024-01-31T12:34:56.789Z`).
 pub fn iso8601(ms: u64) -> String {
     let secs = ms / 1000;
@@ -88,6 +134,18 @@ pub fn iso8601(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_read_back_as_written() {
+        for ms in [0u64, 951_782_400_000, 1_706_704_496_789, 4_102_444_799_999] {
+            assert_eq!(parse_time(&iso8601(ms)), Some(ms), "{}", iso8601(ms));
+        }
+        assert_eq!(parse_time("2024-01-31"), parse_time("2024-01-31T00:00:00.000Z"));
+        assert_eq!(parse_time("1706704496789"), Some(1_706_704_496_789));
+        for bad in ["", "2024-13-01", "2024-01-31T25:00", "yesterday", "2024-01-31T12:3", "2024-01-31T12:34:56.1234"] {
+            assert_eq!(parse_time(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn iso8601_formats_known_instants() {

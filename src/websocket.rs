@@ -18,12 +18,14 @@ pub fn is_websocket(method: &str, headers: &impl crate::headers::HeaderSource) -
 /// task is a lifecycle connection, so shutdown ends it. `what` names the far end in logs. Used
 /// for proxied WebSockets and for VS Code's.
 /// `keep` is held for as long as the splice runs (a workspace's open-window guard, say).
+/// `proxied`: the port proxy's, whose bytes count in its metrics when the socket closes.
 pub fn splice(
     lifecycle: &crate::lifecycle::Lifecycle,
     client: OnUpgrade,
     upstream: OnUpgrade,
     what: impl std::fmt::Display + Send + 'static,
     keep: impl Send + 'static,
+    proxied: bool,
 ) {
     tokio::spawn(lifecycle.connection(async move {
         let _keep = keep;
@@ -36,7 +38,12 @@ pub fn splice(
         };
         let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
         match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-            Ok((up, down)) => tracing::trace!("{what}: WebSocket closed after {up} bytes up, {down} down"),
+            Ok((up, down)) => {
+                tracing::trace!("{what}: WebSocket closed after {up} bytes up, {down} down");
+                if proxied {
+                    crate::metrics::proxied_bytes(up, down);
+                }
+            }
             Err(e) => tracing::debug!("{what}: WebSocket ended: {e}"),
         }
     }));

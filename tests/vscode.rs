@@ -63,29 +63,6 @@ async fn forwarding_keeps_method_path_query_and_host() {
     assert_eq!(echo["sha256"], code_server::util::hex(&code_server::util::sha256(&body)));
 }
 
-/// Raw WebSocket handshake on a TCP connection; returns the response head and the stream.
-fn ws_handshake(authority: &str, path: &str, extra: &[(&str, &str)]) -> (String, std::net::TcpStream) {
-    let mut s = std::net::TcpStream::connect(authority).unwrap();
-    let mut req = format!(
-        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-    );
-    for (k, v) in extra {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if s.read(&mut byte).unwrap() == 0 {
-            break;
-        }
-        head.push(byte[0]);
-    }
-    (String::from_utf8_lossy(&head).into_owned(), s)
-}
-
 #[tokio::test]
 async fn websocket_upgrades_are_checked_then_spliced() {
     let home = Home::new();
@@ -413,7 +390,9 @@ async fn open_in_an_existing_instance() {
     home.write_config("auth: none\n");
     let s = Server::start(&home, &["--bind-addr", "127.0.0.1:0"], &[]);
     let registry = home.data_dir().join("code-server-ipc.sock");
-    assert!(s.stdout_text().contains(&format!("Session server listening on {}", registry.display())));
+    // The registry starts with the server, just after the "listening" line.
+    let line = format!("Session server listening on {}", registry.display());
+    eventually("the session server", || s.stdout_text().contains(&line)).await;
 
     // A window: accepts one request and records it.
     let window = home.path().join("window.sock");

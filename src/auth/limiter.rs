@@ -130,9 +130,18 @@ pub enum ClientKey {
     Local,
     /// A browser with a valid device cookie, by the cookie's id.
     Device([u8; 16]),
+    /// Multi-user mode: attempts at one username (the first 128 bits of its SHA-256), counted
+    /// besides the client's, so no number of addresses can guess one account's password fast.
+    Account([u8; 16]),
 }
 
 impl ClientKey {
+    /// The bucket of attempts at `username` (as signed in: trimmed, lower case).
+    pub fn account(username: &str) -> ClientKey {
+        let digest = crate::util::sha256(username.trim().to_ascii_lowercase().as_bytes());
+        ClientKey::Account(digest[..16].try_into().expect("16 bytes"))
+    }
+
     pub fn from_ip(ip: Option<IpAddr>) -> ClientKey {
         match ip.map(|ip| ip.to_canonical()) {
             Some(IpAddr::V4(v4)) => ClientKey::V4(v4.octets()),
@@ -148,6 +157,17 @@ impl ClientKey {
 #[derive(Default)]
 pub struct LoginLimiter {
     state: Arc<Mutex<State>>,
+    /// Multi-user mode: no process-wide ceiling. It guards single-user mode's one password
+    /// against guesses spread over many addresses; with accounts, each username's own bucket
+    /// does that, and a shared ceiling would let anyone lock the whole team out.
+    no_ceiling: bool,
+}
+
+impl LoginLimiter {
+    /// The limiter of multi-user mode (see `no_ceiling`).
+    pub fn per_account() -> LoginLimiter {
+        LoginLimiter { no_ceiling: true, ..LoginLimiter::default() }
+    }
 }
 
 struct State {
@@ -203,7 +223,9 @@ impl LoginLimiter {
 
     fn begin_at(&self, client: ClientKey, now: Instant) -> Option<Attempt> {
         let mut st = self.state.lock().unwrap();
-        let device = matches!(client, ClientKey::Device(_));
+        // Device and account buckets are their own: they do not draw on the process-wide ceiling
+        // (a client's attempt draws on it once, through its address).
+        let own_bucket = self.no_ceiling || matches!(client, ClientKey::Device(_) | ClientKey::Account(_));
         if st.clients.len() >= PRUNE_ABOVE && !st.clients.contains_key(&client) {
             st.clients.retain(|_, p| {
                 p.refill(now);
@@ -216,7 +238,7 @@ impl LoginLimiter {
         if pair.in_flight >= MAX_IN_FLIGHT {
             return None;
         }
-        let from_global = if device {
+        let from_global = if own_bucket {
             None
         } else {
             global.refill(now);
@@ -239,6 +261,15 @@ mod tests {
 
     const A: ClientKey = ClientKey::V4([10, 0, 0, 1]);
     const B: ClientKey = ClientKey::V4([10, 0, 0, 2]);
+
+    #[test]
+    fn accounts_have_no_process_wide_ceiling() {
+        let now = Instant::now();
+        let addresses =
+            |l: &LoginLimiter| (0..150u8).filter(|i| l.begin_at(ClientKey::V4([10, 1, 0, *i]), now).is_some()).count();
+        assert!(addresses(&LoginLimiter::default()) < 150, "single-user mode has its ceiling");
+        assert_eq!(addresses(&LoginLimiter::per_account()), 150, "multi-user mode counts per address and account");
+    }
 
     fn fail(l: &LoginLimiter, c: ClientKey, now: Instant) -> bool {
         l.begin_at(c, now).is_some()

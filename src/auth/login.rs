@@ -18,7 +18,7 @@ use crate::relative::{Query, found, location};
 use crate::server::ConnInfo;
 
 use super::limiter::ClientKey;
-use super::{Auth, Mode};
+use super::{Auth, Mode, SignIn, SignInOutcome};
 
 pub fn routes<S>() -> Router<S>
 where
@@ -36,6 +36,8 @@ where
 
 #[derive(Debug, Default, Deserialize)]
 struct LoginForm {
+    /// Multi-user mode only (code-server's page has a hidden one for password managers).
+    username: Option<String>,
     password: Option<String>,
     base: Option<String>,
     href: Option<String>,
@@ -81,39 +83,84 @@ async fn login(
     let device = auth.device_in(&headers);
     let key = device.map_or_else(|| ClientKey::from_ip(client), ClientKey::Device);
     let Some(attempt) = auth.limiter.begin(key) else {
+        crate::metrics::login(crate::metrics::Login::RateLimited);
         return Ok(login_page(&pages, &path, lang, Some(LoginError::RateLimited)));
     };
     let password = form.password.as_deref().unwrap_or("");
-    if password.trim().is_empty() {
-        attempt.refund();
-        return Ok(login_page(&pages, &path, lang, Some(LoginError::MissingPassword)));
-    }
-    let Mode::Password(checker) = &auth.mode else {
-        unreachable!("handled above");
-    };
-    if !checker.verify(password).await {
-        // The attempt's tokens stay spent.
-        drop(attempt);
+    let username = form.username.as_deref().unwrap_or("").trim();
+    let log_failure = || {
+        crate::metrics::login(crate::metrics::Login::Failure);
         tracing::warn!(
             xForwardedFor = header_str(&headers, "x-forwarded-for"),
             remoteAddress = peer.map(|p| p.to_string()).unwrap_or_default(),
             userAgent = header_str(&headers, "user-agent"),
             timestamp = crate::util::now_ms() / 1000,
             "Failed login attempt"
-        );
-        return Ok(login_page(&pages, &path, lang, Some(LoginError::IncorrectPassword)));
+        )
+    };
+    let accounts = match &auth.mode {
+        Mode::Accounts(directory) => Some(directory),
+        _ => None,
+    };
+    if accounts.is_some() && username.is_empty() {
+        attempt.refund();
+        return Ok(login_page(&pages, &path, lang, Some(LoginError::MissingUsername)));
     }
-    attempt.refund();
+    if password.trim().is_empty() {
+        attempt.refund();
+        return Ok(login_page(&pages, &path, lang, Some(LoginError::MissingPassword)));
+    }
+    let token = match &auth.mode {
+        Mode::Password(checker) => {
+            if !checker.verify(password).await {
+                // The attempt's tokens stay spent.
+                drop(attempt);
+                log_failure();
+                return Ok(login_page(&pages, &path, lang, Some(LoginError::IncorrectPassword)));
+            }
+            attempt.refund();
+            auth.sessions.create().await?.token
+        }
+        Mode::Accounts(directory) => {
+            // One username's attempts are counted wherever they come from.
+            let Some(account_attempt) = auth.limiter.begin(ClientKey::account(username)) else {
+                attempt.refund();
+                crate::metrics::login(crate::metrics::Login::RateLimited);
+                return Ok(login_page(&pages, &path, lang, Some(LoginError::RateLimited)));
+            };
+            let sign_in = SignIn {
+                username: username.to_string(),
+                password: password.to_string(),
+                ip: client,
+                user_agent: headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_string),
+            };
+            match directory.sign_in(sign_in).await? {
+                SignInOutcome::Session { token } => {
+                    attempt.refund();
+                    account_attempt.refund();
+                    token
+                }
+                SignInOutcome::Incorrect => {
+                    log_failure();
+                    return Ok(login_page(&pages, &path, lang, Some(LoginError::IncorrectCredentials)));
+                }
+                SignInOutcome::Disabled => {
+                    crate::metrics::login(crate::metrics::Login::Failure);
+                    return Ok(login_page(&pages, &path, lang, Some(LoginError::AccountDisabled)));
+                }
+            }
+        }
+        Mode::None => unreachable!("handled above"),
+    };
+    crate::metrics::login(crate::metrics::Login::Success);
 
-    let session = auth.sessions.create().await?;
     let base = query.get("base").or(form.base.as_deref());
     let href = query.get("href").or(form.href.as_deref());
     let host = request_host(&headers, authority.as_deref());
     let scope = CookieScope::for_request(host.as_deref(), base, href, &auth.cookie_domains);
     let to = query.get("to").filter(|t| !t.is_empty()).unwrap_or("/").to_string();
     let mut res = found(&location(&path, &query, &to, &[("to", None)]));
-    res.headers_mut()
-        .append(header::SET_COOKIE, scope.set_cookie(&auth.cookie_name, &session.token, auth.secure_cookies));
+    res.headers_mut().append(header::SET_COOKIE, scope.set_cookie(&auth.cookie_name, &token, auth.secure_cookies));
     res.headers_mut().append(
         header::SET_COOKIE,
         scope.device_cookie(&auth.device_cookie_name, &auth.devices.issue(), auth.secure_cookies),
@@ -127,6 +174,7 @@ async fn login(
 async fn logout(
     State(auth): State<Arc<Auth>>,
     State(pages): State<Arc<Pages>>,
+    conn: Option<Extension<ConnInfo>>,
     method: Method,
     headers: HeaderMap,
     uri: axum::http::Uri,
@@ -150,8 +198,12 @@ async fn logout(
         res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         return Ok(res);
     }
+    let client = auth.client_ip(conn.and_then(|Extension(c)| c.peer.map(|p| p.ip())), &headers);
     for token in auth.session_tokens(&headers) {
-        auth.sessions.revoke(token).await?;
+        match &auth.mode {
+            Mode::Accounts(directory) => directory.sign_out(token, client).await?,
+            _ => auth.sessions.revoke(token).await?,
+        }
     }
     let host = request_host(&headers, authority);
     let scope = CookieScope::for_request(host.as_deref(), query.get("base"), query.get("href"), &auth.cookie_domains);
@@ -204,16 +256,17 @@ fn header_str(headers: &HeaderMap, name: &str) -> String {
 async fn read_form(req: Request) -> Result<LoginForm, AppError> {
     let content_type =
         req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
-    let rejection = |status: StatusCode| match status {
+    let rejection = |e: &(dyn std::error::Error + 'static), status: StatusCode| match status {
+        _ if crate::error::body_timed_out(e) => crate::error::body_timeout(),
         StatusCode::PAYLOAD_TOO_LARGE => AppError::new(status, "request entity too large"),
         _ => AppError::new(StatusCode::BAD_REQUEST, "Bad Request"),
     };
     if content_type.starts_with("application/json") {
-        Json::<LoginForm>::from_request(req, &()).await.map(|Json(f)| f).map_err(|r| rejection(r.status()))
+        Json::<LoginForm>::from_request(req, &()).await.map(|Json(f)| f).map_err(|r| rejection(&r, r.status()))
     } else if content_type.starts_with("application/x-www-form-urlencoded") {
-        Form::<LoginForm>::from_request(req, &()).await.map(|Form(f)| f).map_err(|r| rejection(r.status()))
+        Form::<LoginForm>::from_request(req, &()).await.map(|Form(f)| f).map_err(|r| rejection(&r, r.status()))
     } else {
-        axum::body::Bytes::from_request(req, &()).await.map_err(|r| rejection(r.status()))?;
+        axum::body::Bytes::from_request(req, &()).await.map_err(|r| rejection(&r, r.status()))?;
         Ok(LoginForm::default())
     }
 }

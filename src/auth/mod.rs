@@ -31,6 +31,41 @@ pub enum Mode {
     None,
     /// `--auth password`, with the configured password's checker.
     Password(PasswordChecker),
+    /// Multi-user mode: accounts with their own sessions and API tokens.
+    Accounts(Arc<dyn Directory>),
+}
+
+/// A sign-in with a username (multi-user mode).
+pub struct SignIn {
+    pub username: String,
+    pub password: String,
+    pub ip: Option<IpAddr>,
+    pub user_agent: Option<String>,
+}
+
+pub enum SignInOutcome {
+    /// Signed in: the new session's cookie token.
+    Session { token: String },
+    /// No such user, or not their password (the two cannot be told apart, by text or time).
+    Incorrect,
+    /// The right password for a disabled account.
+    Disabled,
+}
+
+/// Accounts as authentication sees them: who a session or API token belongs to, signing in
+/// and out. Implemented by [`crate::multiuser`]; kept here as a trait so authentication does
+/// not depend on the stores behind it.
+#[async_trait::async_trait]
+pub trait Directory: Send + Sync + 'static {
+    /// The identity of a live session's cookie token.
+    async fn by_session(&self, token: &str) -> Result<Option<Identity>, AppError>;
+    /// The identity of a personal API token (`Authorization: Bearer`).
+    async fn by_bearer(&self, token: &str) -> Result<Option<Identity>, AppError>;
+    async fn sign_in(&self, attempt: SignIn) -> Result<SignInOutcome, AppError>;
+    /// Revokes the session `token` names (audited as a logout).
+    async fn sign_out(&self, token: &str, ip: Option<IpAddr>) -> Result<(), AppError>;
+    /// How many sessions are live, every user's together.
+    async fn live_sessions(&self) -> Result<u64, AppError>;
 }
 
 /// Everything authentication needs at request time.
@@ -54,6 +89,15 @@ pub struct Auth {
 }
 
 impl Auth {
+    /// How many sessions are live (`None` while the store cannot tell), for the metrics.
+    pub async fn live_sessions(&self) -> Option<u64> {
+        let n = match &self.mode {
+            Mode::Accounts(directory) => directory.live_sessions().await,
+            Mode::None | Mode::Password(_) => self.sessions.live().await.map_err(AppError::from),
+        };
+        n.map_err(|e| tracing::debug!("counting sessions: {}", e.message)).ok()
+    }
+
     pub fn cookie_name_for(suffix: Option<&str>) -> String {
         match suffix {
             Some(s) => format!("code-server-session-{s}"),
@@ -109,15 +153,35 @@ impl Auth {
     /// Who the request is from: anyone when auth is off, else the holder of a live session;
     /// `None` when it carries none.
     pub async fn identify(&self, headers: &impl HeaderSource) -> Result<Option<Identity>, AppError> {
-        if matches!(self.mode, Mode::None) {
-            return Ok(Some(Identity::owner(&self.owner_name, None)));
-        }
-        for token in self.tokens_in(headers.header_values("cookie")) {
-            if let Some(key) = self.sessions.validate(token).await? {
-                return Ok(Some(Identity::owner(&self.owner_name, Some(key))));
+        match &self.mode {
+            Mode::None => Ok(Some(Identity::owner(&self.owner_name, None))),
+            Mode::Password(_) => {
+                for token in self.tokens_in(headers.header_values("cookie")) {
+                    if let Some(key) = self.sessions.validate(token).await? {
+                        return Ok(Some(Identity::owner(&self.owner_name, Some(key))));
+                    }
+                }
+                Ok(None)
+            }
+            Mode::Accounts(directory) => {
+                if let Some(token) = bearer_token(headers) {
+                    // A request that names a token stands or falls by it.
+                    return directory.by_bearer(token).await;
+                }
+                for token in self.tokens_in(headers.header_values("cookie")) {
+                    if let Some(identity) = directory.by_session(token).await? {
+                        return Ok(Some(identity));
+                    }
+                }
+                Ok(None)
             }
         }
-        Ok(None)
+    }
+
+    /// Whether the request authenticates with a bearer token (which needs no origin check:
+    /// a browser never sends one by itself).
+    pub fn uses_bearer(headers: &impl HeaderSource) -> bool {
+        bearer_token(headers).is_some()
     }
 
     /// The client's address: the peer, or, when the peer is one of `--trusted-proxies`, the
@@ -148,6 +212,24 @@ impl Auth {
         }
         Some(client)
     }
+}
+
+/// What our personal API tokens begin with. A bearer token without it is someone else's (a
+/// proxied app's own), so it neither authenticates nor fails a request here.
+pub const API_TOKEN_PREFIX: &str = "cs_";
+
+/// Our token in an `Authorization: Bearer <token>` header.
+pub fn bearer_token(headers: &impl HeaderSource) -> Option<&str> {
+    headers.header_values("authorization").find_map(our_bearer)
+}
+
+/// The token of an `Authorization` value when it is `Bearer` with one of ours. The port proxy
+/// drops such a header: our token is for us, never for the app behind the proxy.
+pub fn our_bearer(value: &[u8]) -> Option<&str> {
+    let value = std::str::from_utf8(value).ok()?.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && token.starts_with(API_TOKEN_PREFIX)).then_some(token)
 }
 
 /// The extractor for every route that needs a session: the request's [`Identity`], or a 401

@@ -383,6 +383,14 @@ impl Sessions {
         self.store.flush().await
     }
 
+    /// How many sessions are unexpired (for the metrics; one revoked by a password change
+    /// counts until the next maintenance drops it).
+    pub async fn live(&self) -> Result<u64, StoreError> {
+        let now = now_ms();
+        let ages = self.store.ages().await?;
+        Ok(ages.iter().filter(|(_, last_seen)| now.saturating_sub(*last_seen) < self.timeout_ms).count() as u64)
+    }
+
     /// Sessions record use lazily and expire quietly: now and then (every
     /// [`MAINTENANCE_EVERY`]) drop the expired ones and write the rest out, until `shutdown`.
     pub async fn maintain(self, shutdown: tokio_util::sync::CancellationToken) {

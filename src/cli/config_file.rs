@@ -54,7 +54,8 @@ pub fn read(path: &Path, cwd: &Path) -> Result<Parsed, CliError> {
     parse_text(&text, cwd).map_err(|e| prefix(e.to_string()))
 }
 
-fn parse_text(text: &str, cwd: &Path) -> Result<Parsed, CliError> {
+/// The file's text read into option values (crate-visible for the `config` fuzz target).
+pub(crate) fn parse_text(text: &str, cwd: &Path) -> Result<Parsed, CliError> {
     let mut parsed = Parsed::default();
     let doc: Yaml = yaml_serde::from_str(text).map_err(|e| CliError::new(e.to_string()))?;
     let map = match doc {
@@ -71,6 +72,10 @@ fn parse_text(text: &str, cwd: &Path) -> Result<Parsed, CliError> {
         let Yaml::String(key) = key else {
             return Err(CliError::new(format!("invalid config: option names must be text, found {}", kind_name(&key))));
         };
+        if key == "multi-user" {
+            parsed.multi_user = Some(value);
+            continue;
+        }
         let spec = options::by_name(&key).ok_or_else(|| CliError::new(format!("Unknown option --{key}")))?;
         if spec.cli_only {
             return Err(CliError::new(format!("--{key} can only be given on the command line")));

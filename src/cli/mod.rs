@@ -18,11 +18,14 @@ use std::time::Duration;
 use crate::auth::password::{PasswordConfig, PasswordSource};
 use crate::environment::Environment;
 use crate::logging::LogLevel;
+pub use crate::multiuser::admin_cli::AccountCommand;
+use crate::multiuser::config::MultiUserConfig;
 use crate::paths::Paths;
 use crate::secret::Secret;
 use crate::server::listen::Listen;
 use crate::server::tls::Tls;
 use crate::vscode::extensions::Commands;
+pub use crate::vscode::signing::store::TrustCommand;
 pub use parse::{CertArg, Parsed, Value};
 
 /// Where `/security.txt` sends reports unless `--security-contact` says otherwise: code-server's
@@ -51,6 +54,84 @@ impl std::error::Error for CliError {}
 pub enum AuthMode {
     Password,
     None,
+}
+
+/// `deployment-mode`: code-server's one user, or accounts (see [`crate::multiuser`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deployment {
+    Single,
+    Multi(Box<MultiUserConfig>),
+}
+
+impl Deployment {
+    pub fn multi(&self) -> Option<&MultiUserConfig> {
+        match self {
+            Deployment::Multi(m) => Some(m),
+            Deployment::Single => None,
+        }
+    }
+}
+
+/// The one account action the options ask for; two are an error.
+fn account_command(m: &Parsed) -> Result<Option<AccountCommand>, CliError> {
+    let name = |flag: &str| m.str(flag).map(str::to_string);
+    let mut found = vec![];
+    if let Some(username) = name("add-user") {
+        found.push(("add-user", AccountCommand::Add { username, admin: m.flag("admin"), email: name("email") }));
+    }
+    if m.flag("list-users") {
+        found.push(("list-users", AccountCommand::List));
+    }
+    type Make = fn(String) -> AccountCommand;
+    let single: [(&str, Make); 5] = [
+        ("reset-password", AccountCommand::ResetPassword),
+        ("disable-user", AccountCommand::Disable),
+        ("enable-user", AccountCommand::Enable),
+        ("remove-user", AccountCommand::Remove),
+        ("revoke-sessions", AccountCommand::RevokeSessions),
+    ];
+    for (flag, make) in single {
+        if let Some(n) = name(flag) {
+            found.push((flag, make(n)));
+        }
+    }
+    if found.len() > 1 {
+        return Err(CliError::new(format!("--{} and --{} cannot be used together", found[0].0, found[1].0)));
+    }
+    if found.is_empty() && (m.flag("admin") || m.get("email").is_some()) {
+        return Err(CliError::new("--admin and --email go with --add-user"));
+    }
+    Ok(found.pop().map(|(_, c)| c))
+}
+
+/// The one trust-store action the command line asks for (`--trust-publisher`, ...); two are an
+/// error, and so is one next to extension commands (run them one after the other).
+fn trust_command(cli: &Parsed, extensions: &Commands) -> Result<Option<TrustCommand>, CliError> {
+    let mut found = vec![];
+    if let Some(file) = cli.str("trust-publisher") {
+        let publisher = cli.str("publisher").map(str::to_string);
+        found.push(("trust-publisher", TrustCommand::Trust { key_file: PathBuf::from(file), publisher }));
+    }
+    if cli.flag("list-trusted-publishers") {
+        found.push(("list-trusted-publishers", TrustCommand::List));
+    }
+    if let Some(p) = cli.str("untrust-publisher") {
+        found.push(("untrust-publisher", TrustCommand::Untrust(p.to_string())));
+    }
+    if found.len() > 1 {
+        return Err(CliError::new(format!("--{} and --{} cannot be used together", found[0].0, found[1].0)));
+    }
+    if cli.get("publisher").is_some() && !matches!(found.first(), Some((_, TrustCommand::Trust { .. }))) {
+        return Err(CliError::new("--publisher goes with --trust-publisher"));
+    }
+    if let Some((flag, _)) = found.first()
+        && extensions.any()
+    {
+        return Err(CliError::new(format!(
+            "--{flag} cannot be used with extension commands (--install-extension, ...): run them one after the other"
+        )));
+    }
+    Ok(found.pop().map(|(_, c)| c))
 }
 
 /// The resolved configuration of one run.
@@ -94,6 +175,10 @@ pub struct Config {
     pub update_url: Option<String>,
     /// The `Contact:` of `/security.txt` (`--security-contact`).
     pub security_contact: String,
+    /// `--metrics-addr`: a listener of its own for `/metrics`.
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// `metrics-token` / `$CODE_SERVER_METRICS_TOKEN`: reads `/metrics` without a session.
+    pub metrics_token: Option<Secret>,
     pub disable_file_downloads: bool,
     pub disable_file_uploads: bool,
     pub disable_workspace_trust: bool,
@@ -118,6 +203,17 @@ pub struct Config {
     pub cli_option_names: Vec<&'static str>,
     /// Environment edits to apply before any thread or child process starts.
     pub env_changes: EnvChanges,
+    pub deployment: Deployment,
+    /// `--security-headers` (validated by the parser).
+    pub security_headers: crate::headers::Preset,
+    /// `--rate-limit` (validated by the parser).
+    pub rate_limit: crate::ratelimit::Preset,
+    /// `--add-user` and the other account actions.
+    pub account_command: Option<AccountCommand>,
+    /// `--trust-publisher` and the other trust-store actions.
+    pub trust_command: Option<TrustCommand>,
+    /// `--for-user`: the account whose workspace the extension commands are for.
+    pub for_user: Option<String>,
 }
 
 /// What start-up must change in the process environment (spec §2.5): secrets are removed so
@@ -143,6 +239,10 @@ pub enum Command {
     Completions(String),
     /// `--provision-vscode`: prepare the VS Code build and exit.
     Provision(Box<Config>),
+    /// An account action (`--add-user`, ...), in multi-user mode.
+    Accounts(Box<Config>),
+    /// A trust-store action (`--trust-publisher`, ...) for signed extensions.
+    TrustStore(Box<Config>),
     Serve(Box<Config>),
 }
 
@@ -181,6 +281,10 @@ pub fn load(argv: &[String], env: &Environment, cwd: &Path) -> Result<Loaded, Cl
     let config = resolve(&cli, &file, env, cwd, paths, config_file)?;
     let command = if cli.flag("provision-vscode") {
         Command::Provision(Box::new(config))
+    } else if config.account_command.is_some() {
+        Command::Accounts(Box::new(config))
+    } else if config.trust_command.is_some() {
+        Command::TrustStore(Box::new(config))
     } else if config.extensions.any() {
         Command::Extensions(Box::new(config))
     } else {
@@ -222,7 +326,9 @@ pub fn resolve(
         hashed_from_env = true;
     }
     let github_auth = env.get("GITHUB_TOKEN").map(Secret::new).or_else(|| m.str("github-auth").map(Secret::new));
-    for var in ["PASSWORD", "HASHED_PASSWORD", "GITHUB_TOKEN"] {
+    let metrics_token =
+        env_nonempty("CODE_SERVER_METRICS_TOKEN").or_else(|| m.str("metrics-token")).map(|t| Secret::new(t.trim()));
+    for var in ["PASSWORD", "HASHED_PASSWORD", "GITHUB_TOKEN", "CODE_SERVER_METRICS_TOKEN"] {
         if env.get(var).is_some() {
             env_changes.remove.push(var);
         }
@@ -232,6 +338,33 @@ pub fn resolve(
         Some("none") => AuthMode::None,
         _ => AuthMode::Password,
     };
+    let deployment = match env_nonempty("CODE_SERVER_DEPLOYMENT_MODE").or_else(|| m.str("deployment-mode")) {
+        None | Some("single") => Deployment::Single,
+        Some("multi") => {
+            let multi = MultiUserConfig::resolve(file.multi_user.clone(), env, &paths.data, cwd)
+                .map_err(|e| CliError::new(e.to_string()))?;
+            Deployment::Multi(Box::new(multi))
+        }
+        Some(other) => {
+            return Err(CliError::new(format!("CODE_SERVER_DEPLOYMENT_MODE must be single or multi, got {other:?}")));
+        }
+    };
+    let account_command = account_command(cli)?;
+    if let Deployment::Multi(multi) = &deployment {
+        if auth == AuthMode::None {
+            return Err(CliError::new("--auth none cannot be used with deployment-mode multi: every user signs in"));
+        }
+        // Children never see the database's or Redis' credentials, nor the first admin's.
+        for var in &multi.secret_vars {
+            if env.get(var).is_some() && !env_changes.remove.contains(var) {
+                env_changes.remove.push(var);
+            }
+        }
+    } else if account_command.is_some() {
+        return Err(CliError::new(
+            "account actions (--add-user, --list-users, ...) need deployment-mode: multi (in config.yaml, --deployment-mode multi or $CODE_SERVER_DEPLOYMENT_MODE)",
+        ));
+    }
     let password = match (&hashed, &password) {
         (Some(_), _) => Some(PasswordConfig {
             password: None,
@@ -249,7 +382,7 @@ pub fn resolve(
         }),
         (None, None) => None,
     };
-    if auth == AuthMode::Password && password.is_none() {
+    if auth == AuthMode::Password && password.is_none() && deployment.multi().is_none() {
         return Err(CliError::new(
             "Please pass in a password via the config file or environment variable ($PASSWORD or $HASHED_PASSWORD)",
         ));
@@ -361,6 +494,7 @@ pub fn resolve(
             _ => return Err(CliError::new(format!("--update-url must be an http or https URL, got {url:?}"))),
         }
     }
+    let (metrics_addr, metrics_token) = metrics_options(m.str("metrics-addr"), metrics_token)?;
     let security_contact = m.str("security-contact").unwrap_or(DEFAULT_SECURITY_CONTACT).trim().to_string();
     match url::Url::parse(&security_contact) {
         Ok(u) if matches!(u.scheme(), "mailto" | "https") && !security_contact.contains(['\n', '\r']) => {}
@@ -379,7 +513,17 @@ pub fn resolve(
         force: m.flag("force"),
         show_versions: m.flag("show-versions"),
         category: m.str("category").map(str::to_string),
+        // Enforcement is on when any source turns it on: `--verify-extensions=false` cannot undo
+        // the operator's config file or environment.
+        verify: cli.flag("verify-extensions")
+            || file.flag("verify-extensions")
+            || env_flag("CODE_SERVER_VERIFY_EXTENSIONS"),
     };
+    let trust_command = trust_command(cli, &extensions)?;
+    let for_user = cli.str("for-user").map(str::to_string);
+    if for_user.is_some() && !extensions.any() {
+        return Err(CliError::new("--for-user goes with the extension commands (--install-extension, ...)"));
+    }
 
     let paths_to_open = cli.positionals.iter().map(|p| parse::absolute(cwd, Path::new(p))).collect();
 
@@ -412,6 +556,8 @@ pub fn resolve(
         disable_update_check: m.flag("disable-update-check"),
         update_url,
         security_contact,
+        metrics_addr,
+        metrics_token,
         disable_file_downloads: m.flag("disable-file-downloads") || env_flag("CS_DISABLE_FILE_DOWNLOADS"),
         disable_file_uploads: m.flag("disable-file-uploads"),
         disable_workspace_trust: m.flag("disable-workspace-trust"),
@@ -436,6 +582,12 @@ pub fn resolve(
         cli_option_names: cli.values.keys().copied().collect(),
         env_changes,
         paths,
+        deployment,
+        account_command,
+        trust_command,
+        for_user,
+        security_headers: m.str("security-headers").and_then(crate::headers::Preset::parse).unwrap_or_default(),
+        rate_limit: m.str("rate-limit").and_then(crate::ratelimit::Preset::parse).unwrap_or_default(),
     })
 }
 
@@ -570,6 +722,25 @@ pub fn normalize_proxy_domains(domains: &[String]) -> Vec<String> {
         }
     }
     out
+}
+
+/// `--metrics-addr` and the metrics token, checked together: a token is long enough to resist
+/// guessing, and a listener off loopback (which has no other protection) has one.
+fn metrics_options(
+    addr: Option<&str>,
+    token: Option<Secret>,
+) -> Result<(Option<std::net::SocketAddr>, Option<Secret>), CliError> {
+    if let Some(t) = &token
+        && (t.expose().len() < 16 || t.expose().contains(char::is_whitespace))
+    {
+        return Err(CliError::new("the metrics token must be at least 16 characters, without spaces"));
+    }
+    let Some(addr) = addr.map(str::trim) else { return Ok((None, token)) };
+    let addr: std::net::SocketAddr = addr.parse().map_err(|_| {
+        CliError::new(format!("--metrics-addr must be an IP address and port such as 127.0.0.1:9100, got {addr:?}"))
+    })?;
+    crate::scrape::check_dedicated(addr, token.as_ref()).map_err(CliError::new)?;
+    Ok((Some(addr), token))
 }
 
 #[cfg(test)]

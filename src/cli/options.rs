@@ -83,6 +83,8 @@ const fn deprecated(mut o: OptSpec) -> OptSpec {
 
 use Kind::*;
 
+const DEPLOYMENT_MODES: &[&str] = &["single", "multi"];
+
 pub static OPTIONS: &[OptSpec] = &[
     opt("auth", Enum(AUTH_VALUES), Some("The type of authentication to use.")),
     secret(
@@ -293,6 +295,95 @@ pub static OPTIONS: &[OptSpec] = &[
         Enum(SHELLS),
         Some("Print a completion script for this shell (bash, zsh, fish, elvish, powershell) and exit."),
     )),
+    opt(
+        "deployment-mode",
+        Enum(DEPLOYMENT_MODES),
+        Some(
+            "single (default): code-server's one user. multi: accounts with usernames, an admin page and API\n(see the multi-user: section of config.yaml). Also read from $CODE_SERVER_DEPLOYMENT_MODE.",
+        ),
+    ),
+    cli_only(opt(
+        "add-user",
+        Str,
+        Some("Multi-user mode: create this account (password from a prompt or stdin), then exit."),
+    )),
+    cli_only(opt("admin", Bool, Some("With --add-user: the account is an admin."))),
+    cli_only(opt("email", Str, Some("With --add-user: the account's email address."))),
+    cli_only(opt("list-users", Bool, Some("Multi-user mode: list the accounts, then exit."))),
+    cli_only(opt(
+        "reset-password",
+        Str,
+        Some("Multi-user mode: set this account's password (from a prompt or stdin), then exit."),
+    )),
+    cli_only(opt(
+        "disable-user",
+        Str,
+        Some("Multi-user mode: disable this account and revoke its sessions, then exit."),
+    )),
+    cli_only(opt("enable-user", Str, Some("Multi-user mode: enable this account, then exit."))),
+    cli_only(opt(
+        "remove-user",
+        Str,
+        Some("Multi-user mode: delete this account with its sessions and tokens, then exit."),
+    )),
+    cli_only(opt("revoke-sessions", Str, Some("Multi-user mode: sign this account out everywhere, then exit."))),
+    cli_only(opt(
+        "for-user",
+        Str,
+        Some("Multi-user mode: run the extension commands (--install-extension, ...) in this account's workspace."),
+    )),
+    opt(
+        "metrics-addr",
+        Str,
+        Some(
+            "Also serve /metrics (and nothing else) on this IP:port. A loopback address needs no credentials;\nany other needs the metrics token. Default: off (/metrics is on the main port, for admins).",
+        ),
+    ),
+    secret(
+        opt(
+            "metrics-token",
+            Str,
+            Some(
+                "A token that reads /metrics as `Authorization: Bearer <token>` (can only be passed in via\n$CODE_SERVER_METRICS_TOKEN or the config file).",
+            ),
+        ),
+        "CODE_SERVER_METRICS_TOKEN",
+    ),
+    opt(
+        "security-headers",
+        Enum(crate::headers::Preset::NAMES),
+        Some(
+            "Security headers on our responses: balanced (default: CSP, Permissions-Policy, COOP/CORP on our pages,\nHSTS under TLS), strict (also on VS Code's responses), off (code-server's headers only).",
+        ),
+    ),
+    opt(
+        "rate-limit",
+        Enum(crate::ratelimit::Preset::NAMES),
+        Some(
+            "Rate limits per signed-in user and per address, beyond the login's: standard (default: 600 API and 6000\nother requests a minute per user), strict (a fifth), off. Never on WebSockets or the port proxy.",
+        ),
+    ),
+    opt(
+        "verify-extensions",
+        Bool,
+        Some(
+            "Install only signed .vsix packages whose publisher's key is trusted (see --trust-publisher): marketplace ids,\nunsigned and untrusted packages are refused. Also read from $CODE_SERVER_VERIFY_EXTENSIONS.",
+        ),
+    ),
+    path(cli_only(opt(
+        "trust-publisher",
+        Str,
+        Some(
+            "Trust the public key(s) in this file (PEM or DER; RSA 2048-4096, ECDSA P-256 or Ed25519) for signed\nextensions of the publisher named by --publisher, else by the file name (acme.pem is acme's), then exit.",
+        ),
+    ))),
+    cli_only(opt("publisher", Str, Some("With --trust-publisher: the publisher whose key it is."))),
+    cli_only(opt(
+        "list-trusted-publishers",
+        Bool,
+        Some("List the trusted publishers' keys with their algorithm and fingerprint, then exit."),
+    )),
+    cli_only(opt("untrust-publisher", Str, Some("Stop trusting this publisher's keys, then exit."))),
     opt(
         "security-contact",
         Str,

@@ -34,6 +34,9 @@ pub enum Value {
 pub struct Parsed {
     pub values: BTreeMap<&'static str, Value>,
     pub positionals: Vec<String>,
+    /// The config file's `multi-user:` mapping, read by [`crate::multiuser::config`] (it is a
+    /// nested section, not an option).
+    pub multi_user: Option<yaml_serde::Value>,
 }
 
 impl Parsed {

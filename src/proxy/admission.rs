@@ -113,7 +113,8 @@ impl From<AppError> for Refusal {
 /// The checks every proxied request passes, in code-server's order: `--disable-proxy` (403);
 /// for a WebSocket, the Origin check (403); then the session, which `--skip-auth-preflight`
 /// waives for `OPTIONS`; then the port and the target. The session check is an in-memory
-/// lookup: nothing slow runs here. `conn`: the client connection's number.
+/// lookup; in multi-user mode the port's owner is read from the kernel's socket table (see
+/// [`super::ports`]). `conn`: the client connection's number.
 pub async fn admit(state: &ProxyState, head: &impl Head, route: Route, conn: u64) -> Result<Admitted, Refusal> {
     let config = &state.proxy;
     if config.disabled {
@@ -127,14 +128,15 @@ pub async fn admit(state: &ProxyState, head: &impl Head, route: Route, conn: u64
     }
     let waived = !websocket && method == "OPTIONS" && config.skip_auth_preflight;
     let (path, query) = split_target(head.target());
-    let owner = if waived {
-        Owner::Connection(conn)
+    let who = if waived {
+        None
     } else {
         match state.auth.identify(head).await? {
-            Some(identity) => Owner::of(identity.session.as_deref(), conn),
+            Some(identity) => Some(identity),
             None => return Err(unauthenticated(head, &route, path, query)),
         }
     };
+    let owner = who.as_ref().map_or(Owner::Connection(conn), |w| Owner::of(w.session.as_deref(), conn));
     let (port, target, rewrite_location) = match route {
         Route::Domain(port) => {
             (port?, head.target().split_once('#').map_or(head.target(), |(t, _)| t).to_string(), false)
@@ -146,6 +148,14 @@ pub async fn admit(state: &ProxyState, head: &impl Head, route: Route, conn: u64
         }
     };
     let target = PathAndQuery::try_from(target).map_err(|_| AppError::new(StatusCode::BAD_REQUEST, "Bad Request"))?;
+    // Whose port it is (multi-user mode). A waived preflight carries no identity and reaches
+    // no port of anyone's there.
+    if let Some(gate) = &config.gate {
+        match &who {
+            Some(who) => gate.check(who, port).await?,
+            None => return Err(AppError::forbidden().into()),
+        }
+    }
     Ok(Admitted { port, target, rewrite_location, owner })
 }
 

@@ -108,6 +108,9 @@ impl Scanner {
                 }
                 State::TrailerStart => match b {
                     b'\r' => State::EndLf,
+                    // A bare LF is an empty line to a lenient client, whose body would end
+                    // there while the relay read on (found by the `chunked` fuzz target).
+                    b'\n' => return Err(Malformed),
                     _ => self.trailer_byte()?,
                 },
                 State::TrailerLine => match b {
@@ -193,6 +196,8 @@ mod tests {
             b"5\r\nhello\r\r",
             b"1234567890abcdef0\r\n",
             b"0\r\nbad\ntrailer\r\n\r\n",
+            b"0\r\n\n\r\n\r\n",
+            b"0\r\nx: 1\r\n\n\r\n",
             b"0\r\n\r\r",
             b";ext\r\n",
         ] {

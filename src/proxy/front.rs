@@ -24,6 +24,7 @@ use tower::ServiceExt;
 use super::ProxyState;
 use super::admission::{Parts, Refusal, Route, admit, route};
 use crate::error::accepts_html;
+use crate::metrics;
 use crate::pages::as_page;
 use crate::relative::{Query, found};
 use crate::server::ConnInfo;
@@ -57,11 +58,27 @@ impl Service<Request> for Front {
     fn call(&mut self, req: Request) -> Self::Future {
         let local = req.extensions().get::<ConnInfo>().and_then(|c| c.local).map(|a| a.port());
         let head = Parts { method: req.method(), uri: req.uri(), headers: req.headers() };
+        let started = std::time::Instant::now();
         match route(&self.0.state, &head, local) {
-            Some(route) => Box::pin(serve(self.0.clone(), req, route)),
-            None => Box::pin(self.0.router.clone().call(req)),
+            Some(route) => Box::pin(timed(metrics::Route::Proxy, started, serve(self.0.clone(), req, route))),
+            None => {
+                let multi = matches!(self.0.state.auth.mode, crate::auth::Mode::Accounts(_));
+                let class = metrics::Route::of_path(req.uri().path(), multi);
+                Box::pin(timed(class, started, self.0.router.clone().call(req)))
+            }
         }
     }
+}
+
+/// Counts a request in the metrics once its response head is ready.
+async fn timed(
+    class: metrics::Route,
+    started: std::time::Instant,
+    res: impl Future<Output = Result<Response, Infallible>>,
+) -> Result<Response, Infallible> {
+    let res = res.await?;
+    metrics::request(class, res.status().as_u16(), started.elapsed());
+    Ok(res)
 }
 
 async fn serve(front: Arc<Inner>, req: Request, route: Route) -> Result<Response, Infallible> {

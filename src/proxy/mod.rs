@@ -17,6 +17,7 @@ mod front;
 pub mod lane;
 mod path;
 mod pool;
+pub mod ports;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -43,7 +44,7 @@ use pool::Owner;
 pub use front::Front;
 
 /// What the proxy is configured with.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct ProxyOptions {
     /// `--proxy-domain`s, normalised (each with `{{port}}`).
     pub domains: Vec<String>,
@@ -57,6 +58,8 @@ pub struct ProxyOptions {
     pub trusted_origins: Vec<String>,
     /// `--skip-auth-preflight`.
     pub skip_auth_preflight: bool,
+    /// Multi-user mode: who may reach which port ([`ports`]); `None`: whoever is signed in.
+    pub gate: Option<Arc<dyn ports::PortGate>>,
 }
 
 /// Everything a proxied request touches: the proxy, who may pass, activity, and error pages.
@@ -80,6 +83,7 @@ pub struct Proxy {
     timeout: Duration,
     /// The one pool of upstream connections, shared with the express lane ([`pool`]).
     pool: Arc<pool::IdlePool>,
+    gate: Option<Arc<dyn ports::PortGate>>,
 }
 
 impl Proxy {
@@ -97,6 +101,7 @@ impl Proxy {
             abs_base,
             timeout: options.timeout,
             pool: Arc::default(),
+            gate: options.gate,
         }
     }
 
@@ -114,7 +119,7 @@ impl Proxy {
         let started = Instant::now();
         let progress = (!body.is_end_stream()).then(|| Arc::new(Progress::new()));
         let body = match &progress {
-            Some(p) => Body::new(Tracked { inner: body, progress: p.clone(), started }),
+            Some(p) => Body::new(Tracked { inner: body, progress: p.clone(), started, bytes: 0 }),
             None => body,
         };
         let response = self.exchange(hyper::Request::from_parts(parts, body), port, owner, upgrade, progress.clone());
@@ -290,11 +295,19 @@ pub struct Pooled {
     conn: Conn,
     port: u16,
     back: Option<(Arc<pool::IdlePool>, Owner)>,
+    /// Bytes relayed so far, added to the metrics once, at the end.
+    bytes: u64,
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        crate::metrics::proxied_bytes(0, self.bytes);
+    }
 }
 
 impl Pooled {
     fn new(inner: Incoming, conn: Conn, port: u16, back: Option<(Arc<pool::IdlePool>, Owner)>) -> Pooled {
-        let mut body = Pooled { inner, conn, port, back };
+        let mut body = Pooled { inner, conn, port, back, bytes: 0 };
         // HEAD, 204, 304 or an empty body: nothing will be read, and hyper has usually finished
         // already (one more poll tells).
         if body.inner.is_end_stream() {
@@ -330,6 +343,9 @@ impl HttpBody for Pooled {
         let port = self.port;
         self.conn.poll(cx, port);
         let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            self.bytes += frame.data_ref().map_or(0, |d| d.len() as u64);
+        }
         match &polled {
             Poll::Ready(None) => self.release(cx),
             Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.release(cx),
@@ -370,6 +386,7 @@ pub async fn forward(state: &ProxyState, mut req: Request, target: Admitted) -> 
     let client_upgrade =
         crate::websocket::is_websocket(req.method().as_str(), req.headers()).then(|| hyper::upgrade::on(&mut req));
     let upstream_req = upstream_request(req, &target, &state.auth.cookie_name, client_upgrade.is_some());
+    crate::metrics::proxied(crate::metrics::ProxyPath::Hyper);
     let mut res = state.proxy.send(upstream_req, target.port, target.owner, client_upgrade.is_some()).await?;
     if let Some(client_upgrade) = client_upgrade
         && res.status() == StatusCode::SWITCHING_PROTOCOLS
@@ -379,7 +396,8 @@ pub async fn forward(state: &ProxyState, mut req: Request, target: Admitted) -> 
             client_upgrade,
             hyper::upgrade::on(&mut res),
             format!("port {}", target.port),
-            (),
+            crate::metrics::websocket(crate::metrics::Socket::Proxy),
+            true,
         );
         return Ok(res.map(Body::new));
     }
@@ -421,12 +439,31 @@ fn upstream_request(req: Request, target: &Admitted, cookie_name: &str, upgrade:
         headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
     }
     crate::headers::remove_cookie(headers, cookie_name);
+    remove_our_bearer(headers);
 
     // Origin form: the request line carries the path only (the connection says where to).
     parts.uri = Uri::from(target.target.clone());
     // The upstream connection is HTTP/1.1 whatever the client spoke.
     parts.version = Version::HTTP_11;
     hyper::Request::from_parts(parts, body)
+}
+
+/// Drops `Authorization: Bearer cs_...` (our API token is for us, never for the app behind the
+/// proxy); any other `Authorization` passes.
+fn remove_our_bearer(headers: &mut axum::http::HeaderMap) {
+    if !headers.get_all(header::AUTHORIZATION).iter().any(|v| crate::auth::our_bearer(v.as_bytes()).is_some()) {
+        return;
+    }
+    let kept: Vec<HeaderValue> = headers
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .filter(|v| crate::auth::our_bearer(v.as_bytes()).is_none())
+        .cloned()
+        .collect();
+    headers.remove(header::AUTHORIZATION);
+    for v in kept {
+        headers.append(header::AUTHORIZATION, v);
+    }
 }
 
 /// The upstream's answer for the client: hop-by-hop headers dropped, `Location` rewritten for
@@ -498,6 +535,14 @@ struct Tracked {
     inner: Body,
     progress: Arc<Progress>,
     started: Instant,
+    /// Bytes sent so far, added to the metrics once, at the end.
+    bytes: u64,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        crate::metrics::proxied_bytes(self.bytes, 0);
+    }
 }
 
 impl HttpBody for Tracked {
@@ -510,7 +555,8 @@ impl HttpBody for Tracked {
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
-            Poll::Ready(Some(Ok(_))) => {
+            Poll::Ready(Some(Ok(frame))) => {
+                self.bytes += frame.data_ref().map_or(0, |d| d.len() as u64);
                 let ms = self.started.elapsed().as_millis() as u64;
                 self.progress.last_ms.store(ms, Ordering::Relaxed);
                 if self.inner.is_end_stream() {
@@ -545,6 +591,20 @@ mod tests {
         crate::headers::remove_cookie(&mut h, name);
         assert!(h.get_all(header::COOKIE).iter().count() <= 1);
         h.get(header::COOKIE).map(|v| v.to_str().unwrap().to_string())
+    }
+
+    #[test]
+    fn our_bearer_token_is_removed_and_the_apps_kept() {
+        let mut h = HeaderMap::new();
+        h.append(header::AUTHORIZATION, "Bearer cs_0123".parse().unwrap());
+        h.append(header::AUTHORIZATION, "Bearer app".parse().unwrap());
+        remove_our_bearer(&mut h);
+        let left: Vec<_> = h.get_all(header::AUTHORIZATION).iter().map(|v| v.to_str().unwrap().to_string()).collect();
+        assert_eq!(left, ["Bearer app"]);
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, "bearer  cs_x".parse().unwrap());
+        remove_our_bearer(&mut h);
+        assert!(h.get(header::AUTHORIZATION).is_none());
     }
 
     #[test]

@@ -253,6 +253,7 @@ async fn handle<S, A: App, L: Lane>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let id = NEXT_CONNECTION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let _open = crate::metrics::connection();
     let conn = Conn { id, peer, local };
     let Some(acceptor) = &shared.acceptor else {
         lane_then_app(stream, conn, false, &shared).await;

@@ -26,6 +26,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
             let start = self.pos;
             buf.put_slice(&self.prefix[start..start + n]);
             self.pos += n;
+            if self.pos == self.prefix.len() {
+                // Replayed: let the buffer go rather than keep it as long as the connection (the
+                // express lane's 4 KiB read buffer, held for the life of every WebSocket).
+                self.prefix = Vec::new();
+                self.pos = 0;
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.inner).poll_read(cx, buf)
@@ -69,5 +75,20 @@ mod tests {
         let mut out = String::new();
         r.read_to_string(&mut out).await.unwrap();
         assert_eq!(out, "abcd");
+    }
+
+    #[tokio::test]
+    async fn lets_the_prefix_go_once_replayed() {
+        let mut prefix = Vec::with_capacity(4096);
+        prefix.extend_from_slice(b"abc");
+        let mut r = Rewind::new(prefix, &b"de"[..]);
+        let mut two = [0u8; 2];
+        r.read_exact(&mut two).await.unwrap();
+        assert_eq!(&two, b"ab");
+        assert_eq!(r.prefix.capacity(), 4096, "still replaying");
+        let mut out = String::new();
+        r.read_to_string(&mut out).await.unwrap();
+        assert_eq!(out, "cde");
+        assert_eq!(r.prefix.capacity(), 0);
     }
 }

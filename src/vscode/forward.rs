@@ -20,9 +20,24 @@ pub enum ForwardError {
     Http(#[from] hyper::Error),
 }
 
-/// Sends `req` as HTTP/1.1 on a fresh connection to `socket`.
-pub async fn send(socket: &Path, req: Request<Body>) -> Result<Response<Body>, ForwardError> {
+/// Connects to VS Code's socket. With `owner` (a user's server running as their uid, its socket
+/// in their own directory), the process that answers must be that uid's: they could replace the
+/// socket with a symlink to another user's server, and we connect as root, through it.
+async fn connect(socket: &Path, owner: Option<u32>) -> Result<UnixStream, ForwardError> {
     let stream = UnixStream::connect(socket).await.map_err(ForwardError::Connect)?;
+    if let Some(uid) = owner {
+        let peer = stream.peer_cred().map_err(ForwardError::Connect)?.uid();
+        if peer != uid {
+            tracing::warn!("{} is served by uid {peer}, not by its workspace's uid {uid}: refused", socket.display());
+            return Err(ForwardError::Connect(std::io::Error::from(std::io::ErrorKind::PermissionDenied)));
+        }
+    }
+    Ok(stream)
+}
+
+/// Sends `req` as HTTP/1.1 on a fresh connection to `socket` (see [`connect`] for `owner`).
+pub async fn send(socket: &Path, owner: Option<u32>, req: Request<Body>) -> Result<Response<Body>, ForwardError> {
+    let stream = connect(socket, owner).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
@@ -52,12 +67,13 @@ fn prepare(mut req: Request<Body>, session_cookie: &str) -> Request<Body> {
 /// Forwards an ordinary HTTP request and streams the answer back.
 pub async fn forward_http(
     socket: &Path,
+    owner: Option<u32>,
     req: Request<Body>,
     session_cookie: &str,
 ) -> Result<Response<Body>, ForwardError> {
     let mut req = prepare(req, session_cookie);
     crate::headers::strip_hop_by_hop(req.headers_mut());
-    let mut res = send(socket, req).await?;
+    let mut res = send(socket, owner, req).await?;
     crate::headers::strip_hop_by_hop(res.headers_mut());
     Ok(res)
 }
@@ -69,6 +85,7 @@ pub async fn forward_http(
 /// `keep` is held for as long as the WebSocket is open.
 pub async fn forward_websocket(
     socket: &Path,
+    owner: Option<u32>,
     mut req: Request<Body>,
     session_cookie: &str,
     lifecycle: &crate::lifecycle::Lifecycle,
@@ -76,7 +93,7 @@ pub async fn forward_websocket(
 ) -> Result<Response<Body>, ForwardError> {
     let client_upgrade = hyper::upgrade::on(&mut req);
     let req = prepare(req, session_cookie);
-    let stream = UnixStream::connect(socket).await.map_err(ForwardError::Connect)?;
+    let stream = connect(socket, owner).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(async move {
         if let Err(e) = conn.with_upgrades().await {
@@ -89,7 +106,8 @@ pub async fn forward_websocket(
         return Ok(upstream.map(Body::new));
     }
     let upstream_upgrade = hyper::upgrade::on(&mut upstream);
-    crate::websocket::splice(lifecycle, client_upgrade, upstream_upgrade, "VS Code", keep);
+    let keep = (keep, crate::metrics::websocket(crate::metrics::Socket::Vscode));
+    crate::websocket::splice(lifecycle, client_upgrade, upstream_upgrade, "VS Code", keep, false);
     let (parts, _) = upstream.into_parts();
     Ok(Response::from_parts(parts, Body::empty()))
 }

@@ -7,6 +7,7 @@ pub mod extensions;
 pub mod first_run;
 pub mod forward;
 pub mod provision;
+pub mod signing;
 
 use std::ffi::OsString;
 use std::path::PathBuf;

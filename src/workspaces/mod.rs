@@ -6,6 +6,7 @@
 //!
 //! Starting a server goes through a [`spawner::Spawner`] (a local child process today).
 
+pub mod run_as;
 pub mod spawner;
 pub mod supervisor;
 
@@ -19,7 +20,7 @@ use spawner::Spawner;
 use supervisor::{Launch, NotReady, Supervisor};
 use tokio_util::sync::CancellationToken;
 
-use crate::identity::UserId;
+use crate::identity::{Identity, UserId};
 use crate::lifecycle::Lifecycle;
 use crate::settings::SettingsStore;
 use crate::vscode::build::Build;
@@ -32,13 +33,25 @@ pub struct Layout {
     /// The session registry's socket (`<user-data-dir>/code-server-ipc.sock`, or
     /// `--session-socket`).
     pub session_socket: PathBuf,
-    /// The private directory for the server's socket and preload script.
+    /// The private directory for the server's socket (and, in single-user mode, the preload
+    /// script).
     pub runtime_dir: PathBuf,
+    /// Where the front keeps the workspace's own files (`coder.json`, the mint key): the
+    /// user-data-dir in single-user mode; in multi-user mode a directory of the server's that
+    /// the user cannot write in (so a user's symlink never makes us write elsewhere).
+    pub front_dir: PathBuf,
+    /// What a bare visit opens when nothing was opened before (the command line's paths; a
+    /// user's `workspaces` directory).
+    pub open: Vec<PathBuf>,
+    /// As whom the server runs; `None`: as we do.
+    pub run_as: Option<run_as::RunAs>,
 }
 
 /// One user's VS Code server and what is theirs around it.
 pub struct Workspace {
     pub user: UserId,
+    /// The user's name, for the log (the id where none was given).
+    pub name: String,
     pub layout: Layout,
     /// `coder.json` in the user-data-dir.
     pub settings: Arc<SettingsStore>,
@@ -48,6 +61,23 @@ pub struct Workspace {
     last_used: AtomicU64,
     /// WebSockets open to the server (workbench windows).
     open: Arc<AtomicUsize>,
+    /// What it uses, as last measured (multi-user mode's limits, the admin's view).
+    pub usage: Mutex<Usage>,
+    /// Unix ms when the running server was started (0: not running).
+    started_at: AtomicU64,
+}
+
+/// A workspace's use of storage and memory, measured off the request path.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Bytes under the workspace's directories, and when that was measured (Unix ms).
+    pub storage: Option<(u64, i64)>,
+    /// Resident bytes of its processes at the last sample.
+    pub memory: Option<u64>,
+    /// Storage is over its quota: the next start is refused unless `start_anyway`.
+    pub over_quota: bool,
+    /// An admin let it start over its quota (once).
+    pub start_anyway: bool,
 }
 
 impl Workspace {
@@ -61,22 +91,38 @@ impl Workspace {
         spawner: Arc<dyn Spawner>,
         lifecycle: Lifecycle,
     ) -> Workspace {
+        // A preload script another uid must read cannot stay in our private runtime dir.
+        let preload = match &layout.run_as {
+            None => layout.runtime_dir.join("preload.cjs"),
+            Some(_) => layout.front_dir.join("preload.cjs"),
+        };
         let launch = Launch {
             args: crate::vscode::server_args(options, &build, &layout.dirs),
             env: child_env(&layout, &build),
             runtime_dir: layout.runtime_dir.clone(),
+            preload,
+            run_as: layout.run_as.clone(),
             private_args: crate::vscode::private_args(options, &build),
             build,
         };
         Workspace {
+            name: user.to_string(),
             user,
-            settings: Arc::new(SettingsStore::open_in(&layout.dirs.user_data)),
+            settings: Arc::new(SettingsStore::open_in(&layout.front_dir)),
             layout,
             supervisor: Arc::new(Supervisor::new(launch, spawner, lifecycle)),
             mint_key: tokio::sync::OnceCell::new(),
             last_used: AtomicU64::new(crate::util::now_ms()),
             open: Arc::default(),
+            usage: Mutex::default(),
+            started_at: AtomicU64::new(0),
         }
+    }
+
+    /// Names the workspace's user in the log.
+    pub fn named(mut self, name: &str) -> Workspace {
+        self.name = name.to_string();
+        self
     }
 
     pub fn build(&self) -> &Build {
@@ -90,8 +136,45 @@ impl Workspace {
     /// Starts the server unless it runs, and waits (at most `wait`) until it accepts
     /// connections; returns its socket.
     pub async fn ready(&self, wait: Duration) -> Result<PathBuf, NotReady> {
+        // A request waiting for the server is using it: the idle reaper must not stop a server
+        // that is slower to start than the idle timeout while someone waits for it.
+        let _waiting = self.connection_guard();
         self.last_used.fetch_max(crate::util::now_ms(), Ordering::Relaxed);
-        self.supervisor.ready(wait).await.map(|(socket, _)| socket)
+        let ready = self.supervisor.ready(wait).await.map(|(socket, _)| socket);
+        let now = crate::util::now_ms();
+        self.last_used.fetch_max(now, Ordering::Relaxed);
+        if ready.is_ok() {
+            let _ = self.started_at.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+        }
+        ready
+    }
+
+    /// Why the server may not start now (storage over its quota), unless it runs already or
+    /// an admin let it.
+    pub fn start_refused(&self) -> Option<String> {
+        let usage = self.usage.lock().unwrap();
+        if self.is_running() || !usage.over_quota || usage.start_anyway {
+            return None;
+        }
+        let used = usage.storage.map_or(0, |(b, _)| b);
+        Some(format!(
+            "Your workspace uses {} MB, more than its storage quota allows, so it cannot start. Ask an admin to \
+             raise the quota or to start it anyway, then remove files you no longer need.",
+            used / 1_000_000
+        ))
+    }
+
+    /// Unix ms when the running server started; `None` when it does not run.
+    pub fn started_at(&self) -> Option<u64> {
+        Some(self.started_at.load(Ordering::Relaxed)).filter(|t| *t > 0 && self.is_running())
+    }
+
+    /// Unix ms of the last request or open connection that needed the server.
+    pub fn last_activity(&self) -> u64 {
+        if self.open.load(Ordering::Relaxed) > 0 {
+            return crate::util::now_ms();
+        }
+        self.last_used.load(Ordering::Relaxed)
     }
 
     /// Restarts the server in place, if it runs.
@@ -99,9 +182,26 @@ impl Workspace {
         self.supervisor.hotswap()
     }
 
-    /// Stops the server (its whole process group); the next request starts it again.
+    /// Stops the server (its whole process group; running as an account of its own, every
+    /// process of that account, detached or not); the next request starts it again.
     pub async fn stop(&self) {
         self.supervisor.stop().await;
+        self.started_at.store(0, Ordering::Relaxed);
+        self.usage.lock().unwrap().start_anyway = false;
+        self.end_session().await;
+    }
+
+    /// Under os-user isolation, ends whatever of the user's still runs (a `nohup`ed job, a
+    /// daemon started in the terminal): their workspace is their whole session.
+    pub async fn end_session(&self) {
+        if let Some(r) = &self.layout.run_as {
+            let uid = r.uid;
+            match tokio::task::spawn_blocking(move || run_as::kill_all_of(uid)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!("Could not end uid {uid}'s processes: {e}"),
+                Err(e) => tracing::warn!("Could not end uid {uid}'s processes: {e}"),
+            }
+        }
     }
 
     pub fn is_running(&self) -> bool {
@@ -126,7 +226,7 @@ impl Workspace {
     /// The 32 bytes the web client mixes into its secret-storage key (spec §3.10.3): random
     /// once, kept in the user-data-dir with mode 0600, the same for the life of the process.
     pub async fn mint_key(&self) -> std::io::Result<[u8; 32]> {
-        let path = self.layout.dirs.user_data.join("serve-web-key-half");
+        let path = self.layout.front_dir.join("serve-web-key-half");
         self.mint_key
             .get_or_try_init(|| async move {
                 tokio::task::spawn_blocking(move || -> std::io::Result<[u8; 32]> {
@@ -161,11 +261,24 @@ impl Drop for OpenGuard {
 /// it, and `code-server FILE` typed into one runs VS Code's remote CLI
 /// (`bin/remote-cli/code-server`), which starts with `$NODE_EXEC_PATH` and would otherwise look
 /// for `<package>/lib/node`, which only code-server's own install has.
+///
+/// Running as a user's account, the child's environment is only this (see
+/// [`spawner::LocalSpawner`]): who they are, where their home and shell are, and the few of ours
+/// a terminal needs.
 fn child_env(layout: &Layout, build: &Build) -> Vec<(String, String)> {
-    vec![
+    let mut env = vec![
         ("CODE_SERVER_SESSION_SOCKET".into(), layout.session_socket.display().to_string()),
         ("NODE_EXEC_PATH".into(), build.node.display().to_string()),
-    ]
+    ];
+    if let Some(r) = &layout.run_as {
+        env.extend([
+            ("HOME".into(), r.home.display().to_string()),
+            ("USER".into(), r.name.clone()),
+            ("LOGNAME".into(), r.name.clone()),
+            ("SHELL".into(), r.shell.display().to_string()),
+        ]);
+    }
+    env
 }
 
 /// A user's workspace could not be had.
@@ -173,44 +286,68 @@ fn child_env(layout: &Layout, build: &Build) -> Vec<(String, String)> {
 pub enum WorkspaceError {
     #[error("there is no workspace for {0}")]
     Unknown(UserId),
+    /// The user database could not be asked (it answers again by itself).
+    #[error("{0}")]
+    Unavailable(String),
+    /// The workspace cannot be set up (a uid, a directory); the message says why.
+    #[error("{0}")]
+    Setup(String),
 }
 
 /// Makes a workspace for a user seen for the first time (multi-user mode).
-pub type Factory = Box<dyn Fn(&UserId) -> Result<Workspace, WorkspaceError> + Send + Sync>;
+pub type Factory = Box<dyn Fn(Identity) -> Making + Send + Sync>;
 
-/// The registry: a user's workspace, made on first need.
+/// A workspace being made.
+pub type Making = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Workspace, WorkspaceError>> + Send>>;
+
+/// The registry: a user's workspace, made on first need, once.
 pub struct Workspaces {
-    entries: Mutex<BTreeMap<UserId, Arc<Workspace>>>,
+    entries: Mutex<BTreeMap<UserId, Arc<tokio::sync::OnceCell<Arc<Workspace>>>>>,
     make: Option<Factory>,
 }
 
 impl Workspaces {
+    fn with(entries: Vec<Arc<Workspace>>, make: Option<Factory>) -> Workspaces {
+        let entries =
+            entries.into_iter().map(|w| (w.user.clone(), Arc::new(tokio::sync::OnceCell::new_with(Some(w))))).collect();
+        Workspaces { entries: Mutex::new(entries), make }
+    }
+
     /// Single-user mode: the owner's workspace, and no other.
     pub fn single(owner: Workspace) -> Workspaces {
-        let entries = BTreeMap::from([(owner.user.clone(), Arc::new(owner))]);
-        Workspaces { entries: Mutex::new(entries), make: None }
+        Workspaces::with(vec![Arc::new(owner)], None)
     }
 
     /// A registry that makes each user's workspace with `make` when first needed.
     pub fn with_factory(make: Factory) -> Workspaces {
-        Workspaces { entries: Mutex::new(BTreeMap::new()), make: Some(make) }
+        Workspaces::with(vec![], Some(make))
     }
 
-    /// `user`'s workspace.
-    pub fn get(&self, user: &UserId) -> Result<Arc<Workspace>, WorkspaceError> {
-        let mut entries = self.entries.lock().unwrap();
-        if let Some(w) = entries.get(user) {
-            return Ok(w.clone());
-        }
-        let make = self.make.as_ref().ok_or_else(|| WorkspaceError::Unknown(user.clone()))?;
-        let made = Arc::new(make(user)?);
-        entries.insert(user.clone(), made.clone());
-        Ok(made)
+    /// `who`'s workspace, made if need be (concurrent first requests make it once).
+    pub async fn get(&self, who: &Identity) -> Result<Arc<Workspace>, WorkspaceError> {
+        let cell = {
+            let mut entries = self.entries.lock().unwrap();
+            match entries.get(&who.user) {
+                Some(cell) => cell.clone(),
+                None if self.make.is_none() => return Err(WorkspaceError::Unknown(who.user.clone())),
+                None => entries.entry(who.user.clone()).or_default().clone(),
+            }
+        };
+        let make = || async {
+            let make = self.make.as_ref().ok_or_else(|| WorkspaceError::Unknown(who.user.clone()))?;
+            make(who.clone()).await.map(Arc::new)
+        };
+        cell.get_or_try_init(make).await.cloned()
+    }
+
+    /// The workspace of `user` if it was made.
+    pub fn made(&self, user: &UserId) -> Option<Arc<Workspace>> {
+        self.entries.lock().unwrap().get(user).and_then(|c| c.get().cloned())
     }
 
     /// Every workspace made so far.
     pub fn all(&self) -> Vec<Arc<Workspace>> {
-        self.entries.lock().unwrap().values().cloned().collect()
+        self.entries.lock().unwrap().values().filter_map(|c| c.get().cloned()).collect()
     }
 
     /// Restarts every running server in place; returns how many were.
@@ -228,7 +365,7 @@ impl Workspaces {
             }
             for w in self.all() {
                 if w.is_running() && w.idle_for() >= idle {
-                    tracing::info!("Stopping {}'s VS Code: idle for {}s", w.user, w.idle_for().as_secs());
+                    tracing::info!("Stopping {}'s VS Code: idle for {}s", w.name, w.idle_for().as_secs());
                     w.stop().await;
                 }
             }
@@ -286,6 +423,9 @@ mod tests {
             dirs: Dirs { user_data: dir.join("data"), extensions: dir.join("data/extensions") },
             session_socket: dir.join("data/ipc.sock"),
             runtime_dir: dir.join("run"),
+            front_dir: dir.join("data"),
+            open: vec![],
+            run_as: None,
         };
         Workspace::new(
             UserId::owner(),
@@ -308,7 +448,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let lifecycle = Lifecycle::new();
         let registry = Arc::new(Workspaces::single(workspace(dir.path(), build, &lifecycle)));
-        let w = registry.get(&UserId::owner()).unwrap();
+        let w = registry.made(&UserId::owner()).unwrap();
         assert!(!w.is_running(), "nothing runs until it is needed");
         w.ready(Duration::from_secs(30)).await.unwrap();
         let pgid = w.supervisor().pid().unwrap();
@@ -342,7 +482,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let build = fake_build().expect("the workspace tests need node on PATH");
         let registry = Workspaces::single(workspace(dir.path(), build, &Lifecycle::new()));
-        assert!(registry.get(&UserId::owner()).is_ok());
-        assert_eq!(registry.get(&UserId::new("someone")).err(), Some(WorkspaceError::Unknown(UserId::new("someone"))));
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        assert!(rt.block_on(registry.get(&Identity::owner("me", None))).is_ok());
+        let someone = Identity { user: UserId::new("someone"), ..Identity::owner("someone", None) };
+        assert_eq!(rt.block_on(registry.get(&someone)).err(), Some(WorkspaceError::Unknown(UserId::new("someone"))));
     }
 }

@@ -54,9 +54,10 @@ if (process.env.CODE_SERVER_PRIVATE_ARGS_FD === "3") {
 impl Spawner for LocalSpawner {
     fn spawn(&self, l: &Launch, socket: &Path) -> std::io::Result<tokio::process::Child> {
         let mut cmd = tokio::process::Command::new(&l.build.node);
-        let preload = l.runtime_dir.join("preload.cjs");
-        crate::util::atomic_write(&preload, PRELOAD.as_bytes(), 0o600)?;
-        cmd.arg("--require").arg(&preload);
+        // Nothing secret is in it; another uid running it must be able to read it.
+        let mode = if l.run_as.is_some() { 0o644 } else { 0o600 };
+        crate::util::atomic_write(&l.preload, PRELOAD.as_bytes(), mode)?;
+        cmd.arg("--require").arg(&l.preload);
         let private = PrivateArgs::new(&l.private_args)?;
         if private.is_some() {
             cmd.env("CODE_SERVER_PRIVATE_ARGS_FD", "3");
@@ -71,16 +72,23 @@ impl Spawner for LocalSpawner {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
-        crate::vscode::scrub_env(&mut cmd);
+        match &l.run_as {
+            Some(_) => clear_env_for_account(&mut cmd),
+            None => crate::vscode::scrub_env(&mut cmd),
+        }
         for (k, v) in &l.env {
             cmd.env(k, v);
         }
         let parent = std::process::id() as libc::pid_t;
         let pipe = private.as_ref().map(|p| p.read_fd);
+        let become_ = l.run_as.as_ref().map(|r| (r.uid, r.gid, r.groups.clone()));
         // SAFETY: only async-signal-safe calls between fork and exec (prctl, getppid, raise,
-        // dup2, fcntl).
+        // dup2, fcntl, set*id); the groups were allocated before the fork.
         unsafe {
             cmd.pre_exec(move || {
+                if let Some((uid, gid, groups)) = &become_ {
+                    super::run_as::RunAs::become_in_child(*uid, *gid, groups)?;
+                }
                 // Die with us, even if we are SIGKILLed: the kernel sends SIGTERM, which lets
                 // VS Code take its own children down.
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
@@ -105,6 +113,32 @@ impl Spawner for LocalSpawner {
         child
     }
 }
+
+/// Another account gets none of our environment (an operator's tokens, our configuration):
+/// only what a session needs; the caller adds who they are (`HOME`, `USER`, `SHELL`...).
+pub fn clear_env_for_account(cmd: &mut tokio::process::Command) {
+    cmd.env_clear();
+    for (k, v) in std::env::vars_os() {
+        if k.to_str().is_some_and(|k| PASSED_TO_ACCOUNTS.contains(&k) || k.starts_with("LC_")) {
+            cmd.env(k, v);
+        }
+    }
+}
+
+/// Runs `cmd` as `r` (a user's account): their uid, gid and groups, their environment.
+pub fn run_as_account(cmd: &mut tokio::process::Command, r: &super::run_as::RunAs) {
+    clear_env_for_account(cmd);
+    cmd.env("HOME", &r.home).env("USER", &r.name).env("LOGNAME", &r.name).env("SHELL", &r.shell);
+    let (uid, gid, groups) = (r.uid, r.gid, r.groups.clone());
+    // SAFETY: only set*id calls between fork and exec; the groups were allocated before.
+    unsafe {
+        cmd.pre_exec(move || super::run_as::RunAs::become_in_child(uid, gid, &groups));
+    }
+}
+
+/// Of our environment, what a user's server gets (with `LC_*`), besides what the workspace
+/// sets itself (`HOME`, `USER`, `SHELL`...).
+const PASSED_TO_ACCOUNTS: &[&str] = &["PATH", "LANG", "LANGUAGE", "TZ", "TERM", "VSCODE_PROXY_URI"];
 
 /// A pipe already holding the private arguments, which the child reads as fd 3.
 struct PrivateArgs {

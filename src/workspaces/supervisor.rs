@@ -65,8 +65,12 @@ pub struct Launch {
     pub args: Vec<OsString>,
     /// Extra environment for the child.
     pub env: Vec<(String, String)>,
-    /// Private directory for the socket (mode 0700).
+    /// Private directory for the socket (mode 0700; the account's, with `run_as`).
     pub runtime_dir: PathBuf,
+    /// Where the preload script is written (see [`super::spawner`]).
+    pub preload: PathBuf,
+    /// As whom the server runs; `None`: as we do.
+    pub run_as: Option<super::run_as::RunAs>,
     /// Arguments that carry secrets (`--github-auth=...`). They reach VS Code through a pipe
     /// read by a preload script, never through its command line (world-readable in `ps`) or its
     /// environment (inherited by every terminal and extension).
@@ -233,6 +237,7 @@ impl Supervisor {
                 break;
             }
             let reason = ended.reason;
+            crate::metrics::vscode_ended(ended.requested);
             let delay = if ended.requested {
                 tracing::info!("Restarting VS Code");
                 Duration::ZERO
@@ -271,7 +276,11 @@ impl Supervisor {
         // The private directory for our sockets and the preload script, checked again (tmp
         // cleaners may have removed it since; someone else may have made it in its place).
         let dir = &self.launch.runtime_dir;
-        if let Err(e) = crate::private_dir::ensure(dir) {
+        let checked = match &self.launch.run_as {
+            None => crate::private_dir::ensure(dir),
+            Some(r) => crate::private_dir::ensure_owned_by(dir, r.uid, r.gid),
+        };
+        if let Err(e) = checked {
             return failed(format!("could not be started: {e}"));
         }
         let socket = dir.join(format!("vscode-{}-{generation}.sock", std::process::id()));
@@ -284,6 +293,7 @@ impl Supervisor {
         *self.pgid.lock().unwrap() = pgid;
         self.last_pid.store(pgid.unwrap_or(0), Ordering::Relaxed);
         tracing::info!("Starting VS Code {} (pid {})", self.launch.build.version, pgid.unwrap_or(0));
+        crate::metrics::vscode(crate::metrics::Vscode::Start);
 
         let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(1);
         let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
@@ -336,9 +346,12 @@ impl Supervisor {
                 Event::ReadyLine => {
                     ready = true;
                     // VS Code made it with whatever the umask gives; the directory is ours
-                    // alone anyway, the socket now too.
-                    let _ = std::fs::set_permissions(&socket, std::os::unix::fs::PermissionsExt::from_mode(0o600));
-                    match probe_version(&socket).await {
+                    // alone anyway, the socket now too. Not in a directory of another account's:
+                    // they could put a symlink there, and a chmod by root follows it.
+                    if self.launch.run_as.is_none() {
+                        let _ = std::fs::set_permissions(&socket, std::os::unix::fs::PermissionsExt::from_mode(0o600));
+                    }
+                    match probe_version(&socket, self.launch.run_as.as_ref().map(|r| r.uid)).await {
                         Ok(commit) => {
                             tracing::info!("VS Code is ready (commit {commit})");
                             ready_since = Some(Instant::now());
@@ -398,9 +411,9 @@ impl Supervisor {
 }
 
 /// `GET /version` over the socket: VS Code answers with its commit once its server module is up.
-async fn probe_version(socket: &Path) -> Result<String, ProbeError> {
+async fn probe_version(socket: &Path, owner: Option<u32>) -> Result<String, ProbeError> {
     let req = axum::http::Request::get("/version").header("host", "localhost").body(axum::body::Body::empty());
-    let res = crate::vscode::forward::send(socket, req.expect("a fixed request is valid")).await?;
+    let res = crate::vscode::forward::send(socket, owner, req.expect("a fixed request is valid")).await?;
     if !res.status().is_success() {
         return Err(ProbeError::Status(res.status()));
     }

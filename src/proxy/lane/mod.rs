@@ -23,6 +23,8 @@
 //! session cookie. The client gets the upstream's status, headers and body, less hop-by-hop
 //! headers, with `Location` rewritten under `/proxy`.
 
+// Harnesses for `fuzz/`, public only through `crate::fuzzing` (which says why they are here).
+pub(crate) mod fuzzing;
 mod head;
 mod relay;
 
@@ -81,7 +83,8 @@ impl Lane {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let mut conn = Conn { buf: Vec::with_capacity(4096), out: Vec::with_capacity(4096), id };
+        let mut conn =
+            Conn { buf: Vec::with_capacity(4096), out: Vec::with_capacity(4096), id, started: Instant::now() };
         loop {
             match self.next(&mut client, &mut conn, local, draining).await {
                 // (`next` retries itself.)
@@ -105,6 +108,7 @@ impl Lane {
             Read::Handover => return Next::Handover,
             Read::Closed => return Next::Close,
         };
+        conn.started = Instant::now();
         let Some(plan) = self.admit(&conn.buf, &req, local, conn.id).await else {
             return Next::Handover;
         };
@@ -192,6 +196,7 @@ impl Lane {
                 return self.fail(client, conn, req, invalid_response(plan.port)).await;
             }
         }
+        crate::metrics::proxied_bytes(req.content_length, 0);
 
         // The response head, skipping interim (1xx) responses.
         let deadline = Instant::now() + self.state.proxy.timeout;
@@ -225,6 +230,7 @@ impl Lane {
         let Some(framing) = head.framing(req.method(&conn.buf) == "HEAD") else {
             return self.fail(client, conn, req, invalid_response(plan.port)).await;
         };
+        answered(head.status, conn.started);
         // The request is through: what follows in the buffer is the client's next one.
         consume(&mut conn.buf, req.head_len + in_buf);
         let close_client = req.close || framing == Framing::UntilClose;
@@ -255,6 +261,7 @@ impl Lane {
         let target = req.target(buf);
         let (path, query) = target.split_once('?').map_or((target, None), |(p, q)| (p, Some(q)));
         let to = crate::relative::Query::parse(query).get("to").map(str::to_string);
+        answered(e.status.as_u16(), conn.started);
         let mut res = e.into_response();
         if html {
             res = crate::pages::as_page(&self.state.pages, res, path, to.as_deref());
@@ -301,6 +308,8 @@ pub(super) struct Conn {
     pub(super) out: Vec<u8>,
     /// The connection's number.
     pub(super) id: u64,
+    /// When the request being served was read (for the latency metric).
+    pub(super) started: Instant,
 }
 
 enum Next {
@@ -388,6 +397,13 @@ async fn read_request<S: AsyncRead + Unpin>(client: &mut S, buf: &mut Vec<u8>, d
             Ok(_) => {}
         }
     }
+}
+
+/// A request the lane answered, counted in the metrics (once: a retry or a handover to hyper
+/// counts nothing here).
+fn answered(status: u16, started: Instant) {
+    crate::metrics::proxied(crate::metrics::ProxyPath::Lane);
+    crate::metrics::request(crate::metrics::Route::Proxy, status, started.elapsed());
 }
 
 async fn connect(port: u16, timeout: Duration) -> Option<TcpStream> {

@@ -54,6 +54,7 @@ where
         return Relayed::Broken;
     };
     let mut clean = start + n == ubuf.len();
+    let mut relayed = Counted(n as u64);
     conn.out.extend_from_slice(&ubuf[start..start + n]);
     if client.write_all(&conn.out).await.is_err() || client.flush().await.is_err() {
         return Relayed::Broken;
@@ -77,9 +78,19 @@ where
         };
         complete = done;
         clean = n == ubuf.len();
+        relayed.0 += n as u64;
         if client.write_all(&ubuf[..n]).await.is_err() || client.flush().await.is_err() {
             return Relayed::Broken;
         }
     }
     Relayed::Done { upstream_clean: clean }
+}
+
+/// Body bytes relayed, added to the metrics once, when the relay ends (however it ends).
+struct Counted(u64);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        crate::metrics::proxied_bytes(0, self.0);
+    }
 }

@@ -1,9 +1,13 @@
 //! The test harness, shared by every test and benchmark: runs the real `code-server` binary in
 //! its own temporary HOME/XDG directories, on 127.0.0.1:0 (or a Unix socket), on the stand-in
 //! or the real VS Code build, and talks to it with a small hyper client over TCP, Unix sockets
-//! or TLS; [`upstream`] is the stand-in dev server behind the port proxy.
+//! or TLS; [`upstream`] is the stand-in dev server behind the port proxy; [`services`] runs real
+//! PostgreSQL and Redis servers.
 
+pub mod services;
 pub mod upstream;
+
+pub use services::{PrivatePostgres, PrivateRedis, postgres_database, redis_prefix};
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -33,9 +37,16 @@ pub static BIN: std::sync::LazyLock<PathBuf> = std::sync::LazyLock::new(|| {
 /// A private HOME with XDG config and data dirs, removed at drop.
 pub struct Home {
     pub dir: tempfile::TempDir,
-    /// Its servers run the real, provisioned VS Code build ([`vscode_dir`]) rather than the
-    /// stand-in ([`stand_in_dir`]).
-    real_vscode: bool,
+    /// Its servers run the real, provisioned VS Code build ([`vscode_dir`]), or a copy every
+    /// account can read ([`shared_vscode_dir`]), rather than the stand-in ([`stand_in_dir`]).
+    vscode: Vscode,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Vscode {
+    StandIn,
+    Real,
+    Shared,
 }
 
 impl Default for Home {
@@ -48,13 +59,18 @@ impl Home {
     /// A home whose servers run the stand-in VS Code: for everything that does not need the
     /// real one, and needs no provisioning.
     pub fn new() -> Home {
-        Home { dir: tempfile::tempdir().expect("temp dir"), real_vscode: false }
+        Home { dir: tempfile::tempdir().expect("temp dir"), vscode: Vscode::StandIn }
     }
 
     /// A home whose servers run the real VS Code build, shared by every test: for what a person
     /// sees of VS Code itself.
     pub fn with_vscode() -> Home {
-        Home { real_vscode: true, ..Home::new() }
+        Home { vscode: Vscode::Real, ..Home::new() }
+    }
+    /// A home whose servers run the real build from where other accounts can read it (users'
+    /// VS Code servers under os-user isolation).
+    pub fn with_shared_vscode() -> Home {
+        Home { vscode: Vscode::Shared, ..Home::new() }
     }
     pub fn path(&self) -> &Path {
         self.dir.path()
@@ -75,7 +91,11 @@ impl Home {
     }
     /// A command for the binary with only this home's environment and its VS Code build.
     pub fn command(&self) -> Command {
-        let build = if self.real_vscode { vscode_dir() } else { stand_in_dir() };
+        let build = match self.vscode {
+            Vscode::StandIn => stand_in_dir(),
+            Vscode::Real => vscode_dir(),
+            Vscode::Shared => shared_vscode_dir(),
+        };
         let mut c = Command::new(&*BIN);
         c.env_clear()
             .env("CODE_SERVER_VSCODE_DIR", build)
@@ -163,6 +183,41 @@ pub fn vscode_dir() -> PathBuf {
     .clone()
 }
 
+/// The real build where every account can read and run it: [`vscode_dir`] itself if it is
+/// there already, else (a provisioned build under root's 0700 home is not) a copy made once per
+/// machine in the temp dir, as hard links where the file system allows (files keep their
+/// modes), put in place with a rename.
+pub fn shared_vscode_dir() -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let src = vscode_dir();
+        let reachable = src.ancestors().skip(1).all(|d| {
+            std::fs::metadata(d)
+                .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o001 != 0)
+                .unwrap_or(true)
+        });
+        if reachable {
+            return src;
+        }
+        let dir = std::env::temp_dir()
+            .join(format!("code-server-rs-test-vscode-{}", code_server::vscode::build::CODE_SERVER_VERSION));
+        if !dir.join(".provisioned.json").exists() {
+            let staging = std::env::temp_dir().join(format!(".code-server-rs-test-vscode-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&staging);
+            let copied = Command::new("cp").arg("-al").arg(&src).arg(&staging).status().is_ok_and(|s| s.success())
+                || Command::new("cp").arg("-a").arg(&src).arg(&staging).status().is_ok_and(|s| s.success());
+            assert!(copied, "copying {} to {}", src.display(), staging.display());
+            std::fs::set_permissions(&staging, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+            // Another process may have put its copy in place first: theirs is the same.
+            if std::fs::rename(&staging, &dir).is_err() {
+                let _ = std::fs::remove_dir_all(&staging);
+            }
+        }
+        dir
+    })
+    .clone()
+}
+
 /// The stand-in VS Code build (`tests/fixtures/fake-vscode`): it answers the routes its
 /// source lists; `/crash` makes it exit.
 pub const FAKE_COMMIT: &str = "fa4ecafe00000000000000000000000000000000";
@@ -223,6 +278,9 @@ pub struct Server {
     pub address: String,
     pub stdout: Arc<Mutex<Vec<String>>>,
     pub stderr: Arc<Mutex<Vec<String>>>,
+    /// The threads copying stdout and stderr: a line written just before exiting has landed
+    /// once they have read to the end.
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Server {
@@ -238,6 +296,20 @@ impl Server {
             let found = server.stdout.lock().unwrap().iter().find_map(|l| listening_address(l));
             if let Some(address) = found {
                 server.address = address;
+                // The start-up lines that follow "listening" (authentication, certificate,
+                // session server) come a moment later: let them land before the test reads.
+                let mut seen = server.stdout.lock().unwrap().len();
+                let settle = Instant::now() + Duration::from_secs(2);
+                while Instant::now() < settle {
+                    std::thread::sleep(Duration::from_millis(50));
+                    let now = server.stdout.lock().unwrap().len();
+                    if now == seen
+                        && server.stdout.lock().unwrap().iter().any(|l| l.contains("Session server listening"))
+                    {
+                        break;
+                    }
+                    seen = now;
+                }
                 return server;
             }
             if let Ok(Some(status)) = server.child.try_wait() {
@@ -258,17 +330,27 @@ impl Server {
         let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn code-server");
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(Vec::new()));
+        let mut readers = Vec::new();
         for (pipe, sink) in [
             (Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>, stdout.clone()),
             (Box::new(child.stderr.take().unwrap()), stderr.clone()),
         ] {
-            std::thread::spawn(move || {
+            readers.push(std::thread::spawn(move || {
                 for line in BufReader::new(pipe).lines().map_while(Result::ok) {
                     sink.lock().unwrap().push(line);
                 }
-            });
+            }));
         }
-        Server { child, address: String::new(), stdout, stderr }
+        Server { child, address: String::new(), stdout, stderr, readers }
+    }
+
+    /// After the process exited: waits (a few seconds at most, as a grandchild may still hold
+    /// a pipe open) until everything it wrote has been read.
+    fn drain_output(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline && !self.readers.iter().all(|r| r.is_finished()) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// `127.0.0.1:<port>` for TCP servers.
@@ -296,6 +378,7 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
+                self.drain_output();
                 return status.code();
             }
             assert!(Instant::now() < deadline, "code-server did not exit after SIGTERM");
@@ -305,8 +388,18 @@ impl Server {
 
     /// Waits for the process to exit by itself (no signal sent); its exit code.
     pub async fn exited(mut self) -> Option<i32> {
+        self.wait_exit().await
+    }
+
+    /// Waits (30 s at most) for the process to exit and for all it wrote to be read; its exit
+    /// code. The output stays readable afterwards.
+    pub async fn wait_exit(&mut self) -> Option<i32> {
         for _ in 0..3000 {
             if let Some(status) = self.child.try_wait().unwrap() {
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while Instant::now() < deadline && !self.readers.iter().all(|r| r.is_finished()) {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
                 return status.code();
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -663,7 +756,17 @@ impl InProcess {
             code_server::private_dir::ensure(dir).unwrap();
         }
         let build = code_server::vscode::build::Build::locate(&stand_in_dir(), None).expect("the stand-in build");
-        let state = code_server::app::AppState::with_file_store(*config, build).expect("the application");
+        let state = match config.deployment.multi() {
+            Some(multi) => {
+                let accounts = code_server::multiuser::open(multi).await.expect("the user database");
+                accounts
+                    .ensure_first_admin(multi.first_admin.as_ref(), &config.paths.data)
+                    .await
+                    .expect("the first admin");
+                code_server::app::AppState::multi(*config, build, accounts).expect("the application")
+            }
+            None => code_server::app::AppState::with_file_store(*config, build).expect("the application"),
+        };
         let listener = code_server::server::Listener::bind(&state.config.listen).await.expect("a port");
         let address = format!("http://{}/", listener.local_addr().expect("a TCP listener"));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -695,4 +798,48 @@ impl Drop for InProcess {
             let _ = stop.send(());
         }
     }
+}
+
+/// Multi-user mode: signs `username` in through the login form; their session cookie.
+pub async fn sign_in(s: &Server, username: &str, password: &str) -> String {
+    let res = s.client().post_form("/login", &format!("username={username}&password={password}"), &[]).await;
+    assert_eq!(res.status, 302, "{username} signs in: {}", res.text());
+    res.session_cookie().expect("a session cookie")
+}
+
+/// Multi-user mode: a JSON API request with `cookie`, from this server's own origin.
+pub async fn api(s: &Server, method: &str, path: &str, cookie: &str, body: &str) -> Resp {
+    let origin = format!("http://{}", s.authority());
+    s.client()
+        .send(
+            method,
+            path,
+            &[("cookie", cookie), ("origin", &origin), ("content-type", "application/json")],
+            Body::from(body.to_string()),
+        )
+        .await
+}
+
+/// A raw WebSocket opening handshake on a fresh blocking connection: the response head as
+/// text, and the connection (its bytes are the server's business after a 101).
+pub fn ws_handshake(authority: &str, path: &str, extra: &[(&str, &str)]) -> (String, std::net::TcpStream) {
+    let mut s = std::net::TcpStream::connect(authority).unwrap();
+    let mut req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    );
+    for (k, v) in extra {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    std::io::Write::write_all(&mut s, req.as_bytes()).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if std::io::Read::read(&mut s, &mut byte).unwrap() == 0 {
+            break;
+        }
+        head.push(byte[0]);
+    }
+    (String::from_utf8_lossy(&head).into_owned(), s)
 }
