@@ -17,7 +17,8 @@ use code_server::multiuser::config::{Database, PostgresConfig, RedisConfig};
 use code_server::multiuser::sessions::redis::RedisSessions;
 use code_server::multiuser::sessions::{CACHE_FOR, MemorySessions, SessionRecord, SessionStore, UserSessions};
 use code_server::multiuser::store::{
-    self, ApiToken, AuditEvent, AuditQuery, Role, StoreError, User, UserChange, UserQuery, UserStore,
+    self, ApiToken, AuditEvent, AuditQuery, FrontRecord, Role, StoreError, User, UserChange, UserQuery, UserStore,
+    WorkspaceRecord,
 };
 use code_server::secret::Secret;
 use code_server::util::random_hex;
@@ -230,6 +231,10 @@ macro_rules! user_store_suite {
             audit_pages_by_cursor_newest_first,
             audit_writer_writes_to_the_database,
             migrations_run_twice,
+            fronts_heartbeat_until_retired,
+            one_claim_of_a_workspace_wins_across_fronts,
+            a_dead_fronts_workspaces_are_reclaimed,
+            workspace_activity_and_rows_per_front,
         );
     };
 }
@@ -703,6 +708,123 @@ async fn migrations_run_twice(u: Users) {
     third.close().await;
     again.close().await;
     assert_eq!(u.store.count_users().await.unwrap(), 1, "the first pool is unaffected");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The workspace registry (several fronts)
+
+fn front(id: &str, heartbeat_at: i64) -> FrontRecord {
+    FrontRecord { id: id.into(), host: "devbox".into(), pid: 4242, started_at: heartbeat_at, heartbeat_at }
+}
+
+fn claim(user_id: &str, front_id: &str, at: i64) -> WorkspaceRecord {
+    WorkspaceRecord {
+        user_id: user_id.into(),
+        front_id: front_id.into(),
+        host: "devbox".into(),
+        address: None,
+        pgid: None,
+        started_at: at,
+        last_activity_at: at,
+    }
+}
+
+async fn fronts_heartbeat_until_retired(u: Users) {
+    let s = &u.store;
+    let t = now();
+    assert!(!s.heartbeat_front("a", t).await.unwrap(), "no row, no heartbeat");
+    s.register_front(&front("a", t)).await.unwrap();
+    s.register_front(&front("a", t)).await.unwrap(); // registering again is harmless
+    assert!(s.heartbeat_front("a", t + 1).await.unwrap());
+    let alice = user("alice");
+    s.create_user(&alice).await.unwrap();
+    s.claim_workspace(&claim(&alice.id, "a", t)).await.unwrap();
+    s.retire_front("a").await.unwrap();
+    assert!(!s.heartbeat_front("a", t + 2).await.unwrap(), "a retired front's heartbeat finds no row");
+    assert_eq!(s.workspace_of(&alice.id).await.unwrap(), None, "its workspaces' rows went with it");
+}
+
+async fn one_claim_of_a_workspace_wins_across_fronts(u: Users) {
+    let s = u.store.clone();
+    let t = now();
+    for f in ["a", "b", "c"] {
+        s.register_front(&front(f, t)).await.unwrap();
+    }
+    let alice = user("alice");
+    s.create_user(&alice).await.unwrap();
+    // Twelve claims at once from three fronts: every one sees the same winner.
+    let tasks = (0..12).map(|i| {
+        let (s, claim) = (s.clone(), claim(&alice.id, ["a", "b", "c"][i % 3], t));
+        tokio::spawn(async move { s.claim_workspace(&claim).await.unwrap() })
+    });
+    let mut winners = BTreeSet::new();
+    for task in tasks {
+        let row = task.await.unwrap();
+        assert_eq!(row.state(), "starting");
+        winners.insert(row.front_id);
+    }
+    assert_eq!(winners.len(), 1, "one start wins: {winners:?}");
+    let winner = winners.pop_first().unwrap();
+    let loser = if winner == "a" { "b" } else { "a" };
+    // Only the winner can say where it runs, or give it up.
+    assert!(!s.workspace_running(&alice.id, loser, "unix:/elsewhere.sock", Some(9)).await.unwrap());
+    assert!(s.workspace_running(&alice.id, &winner, "unix:/run/alice.sock", Some(1234)).await.unwrap());
+    let (row, heartbeat) = s.workspace_of(&alice.id).await.unwrap().unwrap();
+    assert_eq!((row.front_id.as_str(), row.state()), (winner.as_str(), "running"));
+    assert_eq!((row.address.as_deref(), row.pgid, heartbeat), (Some("unix:/run/alice.sock"), Some(1234), t));
+    assert_eq!(s.claim_workspace(&claim(&alice.id, loser, t)).await.unwrap(), row, "a later claim changes nothing");
+    assert!(!s.release_workspace(&alice.id, loser).await.unwrap());
+    assert!(s.release_workspace(&alice.id, &winner).await.unwrap());
+    assert_eq!(s.workspace_of(&alice.id).await.unwrap(), None);
+    // Released, it is anyone's again.
+    assert_eq!(s.claim_workspace(&claim(&alice.id, loser, t)).await.unwrap().front_id, loser);
+    // A deleted user's row goes with them.
+    s.delete_user(&alice.id).await.unwrap();
+    assert_eq!(s.workspace_of(&alice.id).await.unwrap(), None);
+}
+
+async fn a_dead_fronts_workspaces_are_reclaimed(u: Users) {
+    let s = &u.store;
+    let t = now();
+    s.register_front(&front("dead", t - 60_000)).await.unwrap();
+    s.register_front(&front("live", t)).await.unwrap();
+    let (alice, bob) = (user("alice"), user("bob"));
+    s.create_user(&alice).await.unwrap();
+    s.create_user(&bob).await.unwrap();
+    s.claim_workspace(&claim(&alice.id, "dead", t - 60_000)).await.unwrap();
+    s.workspace_running(&alice.id, "dead", "unix:/run/a.sock", Some(77)).await.unwrap();
+    s.claim_workspace(&claim(&bob.id, "live", t)).await.unwrap();
+    // Held by a front whose heartbeat lapsed: another front still sees it taken until reclaimed.
+    assert_eq!(s.claim_workspace(&claim(&alice.id, "live", t)).await.unwrap().front_id, "dead");
+    let reclaimed = s.reclaim_fronts(t - 30_000).await.unwrap();
+    assert_eq!(reclaimed.len(), 1, "{reclaimed:?}");
+    assert_eq!((reclaimed[0].user_id.as_str(), reclaimed[0].pgid), (alice.id.as_str(), Some(77)));
+    assert!(s.reclaim_fronts(t - 30_000).await.unwrap().is_empty(), "once");
+    assert!(!s.heartbeat_front("dead", t).await.unwrap(), "the dead front learns it was taken for dead");
+    assert_eq!(s.workspace_of(&bob.id).await.unwrap().unwrap().0.front_id, "live", "a live front keeps its own");
+    assert_eq!(s.claim_workspace(&claim(&alice.id, "live", t)).await.unwrap().front_id, "live");
+}
+
+async fn workspace_activity_and_rows_per_front(u: Users) {
+    let s = &u.store;
+    let t = now();
+    s.register_front(&front("a", t)).await.unwrap();
+    s.register_front(&front("b", t)).await.unwrap();
+    let users: Vec<User> = ["alice", "bob", "carol"].iter().map(|n| user(n)).collect();
+    for (x, f) in users.iter().zip(["a", "b", "a"]) {
+        s.create_user(x).await.unwrap();
+        s.claim_workspace(&claim(&x.id, f, t)).await.unwrap();
+    }
+    let of_a: Vec<String> = s.workspaces_of_front("a").await.unwrap().into_iter().map(|r| r.user_id).collect();
+    let mut expected = vec![users[0].id.clone(), users[2].id.clone()];
+    expected.sort();
+    assert_eq!(of_a, expected);
+    // Activity seen by any front is recorded, and never moved back.
+    s.touch_workspaces(&[users[0].id.clone(), users[1].id.clone()], t + 5_000).await.unwrap();
+    s.touch_workspaces(&[users[0].id.clone()], t + 1_000).await.unwrap();
+    for (x, expected) in users.iter().zip([t + 5_000, t + 5_000, t]) {
+        assert_eq!(s.workspace_of(&x.id).await.unwrap().unwrap().0.last_activity_at, expected, "{}", x.username);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -135,6 +135,45 @@ pub struct AuditQuery {
     pub limit: u32,
 }
 
+/// A front process of the deployment (several fronts, one database): it heartbeats its row,
+/// and one whose heartbeat lapsed is taken for dead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrontRecord {
+    /// Random per process start.
+    pub id: String,
+    /// The host it runs on (its hostname).
+    pub host: String,
+    pub pid: u32,
+    /// Unix ms.
+    pub started_at: i64,
+    pub heartbeat_at: i64,
+}
+
+/// Where one user's workspace runs: their row of the shared workspace registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkspaceRecord {
+    pub user_id: String,
+    /// The front that started it and owns it.
+    pub front_id: String,
+    /// That front's host (only there are its process groups ours to end).
+    pub host: String,
+    /// `None` while starting; then `unix:/path` of its VS Code server's socket.
+    pub address: Option<String>,
+    /// Its process group on that host, once running.
+    pub pgid: Option<i32>,
+    /// Unix ms.
+    pub started_at: i64,
+    /// The latest request any front forwarded to it (fronts write it now and then).
+    pub last_activity_at: i64,
+}
+
+impl WorkspaceRecord {
+    /// `starting` until it has an address, then `running`.
+    pub fn state(&self) -> &'static str {
+        if self.address.is_some() { "running" } else { "starting" }
+    }
+}
+
 /// The user database.
 #[async_trait]
 pub trait UserStore: Send + Sync + 'static {
@@ -176,6 +215,37 @@ pub trait UserStore: Send + Sync + 'static {
 
     async fn append_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError>;
     async fn query_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError>;
+
+    /// Records this front (again, if it was taken for dead).
+    async fn register_front(&self, front: &FrontRecord) -> Result<(), StoreError>;
+    /// Renews the front's heartbeat; false when its row is gone (it was taken for dead and its
+    /// workspaces reclaimed: whatever it still runs is no longer its to serve).
+    async fn heartbeat_front(&self, front_id: &str, now: i64) -> Result<bool, StoreError>;
+    /// Removes the front and its workspaces' rows (a clean shutdown, after they stopped).
+    async fn retire_front(&self, front_id: &str) -> Result<(), StoreError>;
+    /// Removes the fronts whose heartbeat is older than `stale_before` and returns their
+    /// workspaces' rows, now free for any front to start again.
+    async fn reclaim_fronts(&self, stale_before: i64) -> Result<Vec<WorkspaceRecord>, StoreError>;
+    /// Claims the user's workspace for `claim.front_id` unless a front has it; returns the row
+    /// that stands, so the caller starts it when that row is its own and forwards otherwise.
+    /// Of any number of concurrent claims, from any fronts, exactly one wins.
+    async fn claim_workspace(&self, claim: &WorkspaceRecord) -> Result<WorkspaceRecord, StoreError>;
+    /// The user's row, with the heartbeat of the front that has it.
+    async fn workspace_of(&self, user_id: &str) -> Result<Option<(WorkspaceRecord, i64)>, StoreError>;
+    /// Marks the front's claimed workspace running at `address`; false when the claim is gone.
+    async fn workspace_running(
+        &self,
+        user_id: &str,
+        front_id: &str,
+        address: &str,
+        pgid: Option<i32>,
+    ) -> Result<bool, StoreError>;
+    /// Records activity on these users' workspaces (never moves it back).
+    async fn touch_workspaces(&self, user_ids: &[String], now: i64) -> Result<(), StoreError>;
+    /// The rows a front has.
+    async fn workspaces_of_front(&self, front_id: &str) -> Result<Vec<WorkspaceRecord>, StoreError>;
+    /// Gives up the front's claim (its workspace stopped); false when it had none.
+    async fn release_workspace(&self, user_id: &str, front_id: &str) -> Result<bool, StoreError>;
 
     /// This database as a session store.
     fn sessions(&self) -> std::sync::Arc<dyn SessionStore>;

@@ -11,6 +11,7 @@ pub const USER_COLUMNS: &str = "id, username, email, password_hash, role, active
 pub const SESSION_COLUMNS: &str = "id, token_hash, user_id, ip, user_agent, created_at, last_seen_at, expires_at";
 pub const TOKEN_COLUMNS: &str = "id, user_id, name, token_hash, created_at, last_used_at";
 pub const AUDIT_COLUMNS: &str = "id, at, event_type, status, user_id, username, actor, ip, details";
+pub const REGISTRY_COLUMNS: &str = "user_id, front_id, host, address, pgid, started_at, last_activity_at";
 
 /// `%text%` for `LIKE … ESCAPE '\'`, with the pattern characters in `text` taken literally.
 pub fn contains_pattern(text: &str) -> String {
@@ -63,10 +64,11 @@ macro_rules! sql_store {
 
         use $crate::multiuser::sessions::{SessionRecord, SessionStore};
         use $crate::multiuser::store::sql::{
-            AUDIT_COLUMNS, SESSION_COLUMNS, TOKEN_COLUMNS, USER_COLUMNS, contains_pattern,
+            AUDIT_COLUMNS, REGISTRY_COLUMNS, SESSION_COLUMNS, TOKEN_COLUMNS, USER_COLUMNS, contains_pattern,
         };
         use $crate::multiuser::store::{
-            ApiToken, AuditEvent, AuditQuery, Role, StoreError, User, UserChange, UserQuery, UserStore,
+            ApiToken, AuditEvent, AuditQuery, FrontRecord, Role, StoreError, User, UserChange, UserQuery, UserStore,
+            WorkspaceRecord,
         };
 
         type Row = <$db as sqlx::Database>::Row;
@@ -98,6 +100,18 @@ macro_rules! sql_store {
                 created_at: row.try_get(5)?,
                 last_seen_at: row.try_get(6)?,
                 expires_at: row.try_get(7)?,
+            })
+        }
+
+        fn registry_from_row(row: &Row) -> Result<WorkspaceRecord, sqlx::Error> {
+            Ok(WorkspaceRecord {
+                user_id: row.try_get(0)?,
+                front_id: row.try_get(1)?,
+                host: row.try_get(2)?,
+                address: row.try_get(3)?,
+                pgid: row.try_get::<Option<i64>, _>(4)?.and_then(|p| i32::try_from(p).ok()),
+                started_at: row.try_get(5)?,
+                last_activity_at: row.try_get(6)?,
             })
         }
 
@@ -426,6 +440,152 @@ macro_rules! sql_store {
 
             fn sessions(&self) -> std::sync::Arc<dyn SessionStore> {
                 std::sync::Arc::new(self.clone())
+            }
+
+            async fn register_front(&self, f: &FrontRecord) -> Result<(), StoreError> {
+                sqlx::query(
+                    "INSERT INTO fronts (id, host, pid, started_at, heartbeat_at) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
+                )
+                .bind(&f.id)
+                .bind(&f.host)
+                .bind(i64::from(f.pid))
+                .bind(f.started_at)
+                .bind(f.heartbeat_at)
+                .execute(&self.pool)
+                .await
+                .map_err(|e| self.fail(e))?;
+                Ok(())
+            }
+
+            async fn heartbeat_front(&self, front_id: &str, now: i64) -> Result<bool, StoreError> {
+                let done = sqlx::query("UPDATE fronts SET heartbeat_at = $2 WHERE id = $1")
+                    .bind(front_id)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| self.fail(e))?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn retire_front(&self, front_id: &str) -> Result<(), StoreError> {
+                // Its rows go with it (ON DELETE CASCADE).
+                sqlx::query("DELETE FROM fronts WHERE id = $1")
+                    .bind(front_id)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| self.fail(e))?;
+                Ok(())
+            }
+
+            async fn reclaim_fronts(&self, stale_before: i64) -> Result<Vec<WorkspaceRecord>, StoreError> {
+                let mut tx = self.pool.begin().await.map_err(|e| self.fail(e))?;
+                let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DELETE FROM workspace_registry WHERE front_id IN \
+                     (SELECT id FROM fronts WHERE heartbeat_at < $1) RETURNING {REGISTRY_COLUMNS}"
+                )))
+                .bind(stale_before)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(|e| self.fail(e))?;
+                sqlx::query("DELETE FROM fronts WHERE heartbeat_at < $1")
+                    .bind(stale_before)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.fail(e))?;
+                tx.commit().await.map_err(|e| self.fail(e))?;
+                rows.iter().map(registry_from_row).collect::<Result<_, _>>().map_err(|e| self.fail(e))
+            }
+
+            async fn claim_workspace(&self, c: &WorkspaceRecord) -> Result<WorkspaceRecord, StoreError> {
+                // The primary key decides: the first insert stands, the others change nothing.
+                sqlx::query(
+                    "INSERT INTO workspace_registry \
+                     (user_id, front_id, host, state, address, pgid, started_at, last_activity_at) \
+                     VALUES ($1, $2, $3, 'starting', NULL, NULL, $4, $5) ON CONFLICT (user_id) DO NOTHING",
+                )
+                .bind(&c.user_id)
+                .bind(&c.front_id)
+                .bind(&c.host)
+                .bind(c.started_at)
+                .bind(c.last_activity_at)
+                .execute(&self.pool)
+                .await
+                .map_err(|e| self.fail(e))?;
+                // The row can be gone again by now (released, or its front reclaimed): then
+                // there is nothing standing, which the caller treats as a lost claim.
+                self.workspace_of(&c.user_id).await?.map(|(r, _)| r).ok_or(StoreError::NotFound)
+            }
+
+            async fn workspace_of(&self, user_id: &str) -> Result<Option<(WorkspaceRecord, i64)>, StoreError> {
+                let columns = REGISTRY_COLUMNS.split(", ").map(|c| format!("w.{c}")).collect::<Vec<_>>().join(", ");
+                let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {columns}, f.heartbeat_at FROM workspace_registry w \
+                     JOIN fronts f ON f.id = w.front_id WHERE w.user_id = $1"
+                )))
+                .bind(user_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| self.fail(e))?;
+                row.map(|r| Ok((registry_from_row(&r)?, r.try_get::<i64, _>(7)?))).transpose().map_err(|e| self.fail(e))
+            }
+
+            async fn workspace_running(
+                &self,
+                user_id: &str,
+                front_id: &str,
+                address: &str,
+                pgid: Option<i32>,
+            ) -> Result<bool, StoreError> {
+                let done = sqlx::query(
+                    "UPDATE workspace_registry SET state = 'running', address = $3, pgid = $4 \
+                     WHERE user_id = $1 AND front_id = $2",
+                )
+                .bind(user_id)
+                .bind(front_id)
+                .bind(address)
+                .bind(pgid.map(i64::from))
+                .execute(&self.pool)
+                .await
+                .map_err(|e| self.fail(e))?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn touch_workspaces(&self, user_ids: &[String], now: i64) -> Result<(), StoreError> {
+                let mut tx = self.pool.begin().await.map_err(|e| self.fail(e))?;
+                for id in user_ids {
+                    sqlx::query(
+                        "UPDATE workspace_registry SET last_activity_at = $2 \
+                         WHERE user_id = $1 AND last_activity_at < $2",
+                    )
+                    .bind(id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.fail(e))?;
+                }
+                tx.commit().await.map_err(|e| self.fail(e))
+            }
+
+            async fn workspaces_of_front(&self, front_id: &str) -> Result<Vec<WorkspaceRecord>, StoreError> {
+                let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {REGISTRY_COLUMNS} FROM workspace_registry WHERE front_id = $1 ORDER BY user_id"
+                )))
+                .bind(front_id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| self.fail(e))?;
+                rows.iter().map(registry_from_row).collect::<Result<_, _>>().map_err(|e| self.fail(e))
+            }
+
+            async fn release_workspace(&self, user_id: &str, front_id: &str) -> Result<bool, StoreError> {
+                let done = sqlx::query("DELETE FROM workspace_registry WHERE user_id = $1 AND front_id = $2")
+                    .bind(user_id)
+                    .bind(front_id)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| self.fail(e))?;
+                Ok(done.rows_affected() == 1)
             }
 
             async fn close(&self) {

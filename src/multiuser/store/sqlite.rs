@@ -43,6 +43,13 @@ fn migrator() -> sqlx::migrate::Migrator {
             include_str!("../../../migrations/sqlite/0002_os_uids.sql").into_sql_str(),
             false,
         ),
+        Migration::new(
+            3,
+            "workspace registry".into(),
+            MigrationType::Simple,
+            include_str!("../../../migrations/sqlite/0003_workspace_registry.sql").into_sql_str(),
+            false,
+        ),
     ])
 }
 
