@@ -488,13 +488,27 @@ macro_rules! sql_store {
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(|e| self.fail(e))?;
+                let rows: Vec<WorkspaceRecord> =
+                    rows.iter().map(registry_from_row).collect::<Result<_, _>>().map_err(|e| self.fail(e))?;
+                // A front whose rows were taken goes too, even if it heartbeated in between: its
+                // next heartbeat must find no row, so that it learns it lost them.
+                let mut taken: Vec<&str> = rows.iter().map(|r| r.front_id.as_str()).collect();
+                taken.sort_unstable();
+                taken.dedup();
+                for id in taken {
+                    sqlx::query("DELETE FROM fronts WHERE id = $1")
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| self.fail(e))?;
+                }
                 sqlx::query("DELETE FROM fronts WHERE heartbeat_at < $1")
                     .bind(stale_before)
                     .execute(&mut *tx)
                     .await
                     .map_err(|e| self.fail(e))?;
                 tx.commit().await.map_err(|e| self.fail(e))?;
-                rows.iter().map(registry_from_row).collect::<Result<_, _>>().map_err(|e| self.fail(e))
+                Ok(rows)
             }
 
             async fn claim_workspace(&self, c: &WorkspaceRecord) -> Result<WorkspaceRecord, StoreError> {
