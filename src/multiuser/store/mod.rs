@@ -229,6 +229,8 @@ pub trait UserStore: Send + Sync + 'static {
     /// Claims the user's workspace for `claim.front_id` unless a front has it; returns the row
     /// that stands, so the caller starts it when that row is its own and forwards otherwise.
     /// Of any number of concurrent claims, from any fronts, exactly one wins.
+    /// [`StoreError::NotFound`] when the row that stood is already gone again (released or
+    /// reclaimed in between): the caller claims again.
     async fn claim_workspace(&self, claim: &WorkspaceRecord) -> Result<WorkspaceRecord, StoreError>;
     /// The user's row, with the heartbeat of the front that has it.
     async fn workspace_of(&self, user_id: &str) -> Result<Option<(WorkspaceRecord, i64)>, StoreError>;
