@@ -461,7 +461,7 @@ pub fn resolve(
         })
         .collect::<Result<Vec<_>, _>>()?;
 
-    let proxy_domains = normalize_proxy_domains(m.list("proxy-domain"));
+    let proxy_domains = normalize_proxy_domains(m.list("proxy-domain"))?;
     if let Some(first) = proxy_domains.first()
         && env.get("VSCODE_PROXY_URI").is_none_or(str::is_empty)
     {
@@ -708,7 +708,7 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 }
 
 /// Spec §2.8: drop a leading `*.`, add `{{port}}.` where no `{{port}}` is given, dedupe.
-pub fn normalize_proxy_domains(domains: &[String]) -> Vec<String> {
+pub fn normalize_proxy_domains(domains: &[String]) -> Result<Vec<String>, CliError> {
     let mut out: Vec<String> = Vec::new();
     for d in domains {
         let d = d.trim().to_ascii_lowercase();
@@ -716,12 +716,19 @@ pub fn normalize_proxy_domains(domains: &[String]) -> Vec<String> {
         if d.is_empty() {
             continue;
         }
+        // code-server takes any text; one that cannot be part of a Host header never matches
+        // and only hides a typo, so it is refused by name (this also keeps the result
+        // normalised: nothing is left that a second trim or `*.` strip would change).
+        let bare = d.replace("{{port}}", "").replace("{{host}}", "");
+        if !bare.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._:[]".contains(&b)) {
+            return Err(CliError::new(format!("--proxy-domain: {d:?} is not a host name")));
+        }
         let d = if d.contains("{{port}}") { d.to_string() } else { format!("{{{{port}}}}.{d}") };
         if !out.contains(&d) {
             out.push(d);
         }
     }
-    out
+    Ok(out)
 }
 
 /// `--metrics-addr` and the metrics token, checked together: a token is long enough to resist
@@ -772,8 +779,12 @@ mod tests {
     fn proxy_domains_are_normalised() {
         let d = |v: &[&str]| normalize_proxy_domains(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
         assert_eq!(
-            d(&["*.coder.com", "coder.com", "Coder.org", "code-{{port}}.x.tld"]),
-            vec!["{{port}}.coder.com", "{{port}}.coder.org", "code-{{port}}.x.tld"]
+            d(&["*.coder.com", "coder.com", "Coder.org", "code-{{port}}.x.tld", " {{port}}-{{host}}"]).unwrap(),
+            vec!["{{port}}.coder.com", "{{port}}.coder.org", "code-{{port}}.x.tld", "{{port}}-{{host}}"]
         );
+        for bad in ["*. coder.com", "*.\u{b}x.tld", "coder.com/x", "a b.tld", "{{port}.x"] {
+            let e = d(&[bad]).unwrap_err().to_string();
+            assert!(e.contains("--proxy-domain") && e.contains("not a host name"), "{bad:?}: {e}");
+        }
     }
 }
