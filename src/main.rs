@@ -309,7 +309,7 @@ async fn serve(config: Config) -> Result<(), Failure> {
     let accounts = open_accounts(&config).await?;
     // The port is ours before anything is downloaded: a busy one is reported at once, and on a
     // first run a browser sees how provisioning goes instead of a refused connection.
-    let listener = Listener::bind(&config.listen).await?;
+    let listener = Listener::bind_shared(&config.listen, config.reuse_port).await?;
     let signals_failed = |e: std::io::Error| format!("cannot catch signals: {}", code_server::errno::describe(&e));
     let mut signals = server::Signals::install().map_err(signals_failed)?;
     let hotswap = server::HotswapSignals::install().map_err(signals_failed)?;

@@ -769,9 +769,10 @@ async fn one_claim_of_a_workspace_wins_across_fronts(u: Users) {
     // Only the winner can say where it runs, or give it up.
     assert!(!s.workspace_running(&alice.id, loser, "unix:/elsewhere.sock", Some(9)).await.unwrap());
     assert!(s.workspace_running(&alice.id, &winner, "unix:/run/alice.sock", Some(1234)).await.unwrap());
-    let (row, heartbeat) = s.workspace_of(&alice.id).await.unwrap().unwrap();
+    let (row, holder) = s.workspace_of(&alice.id).await.unwrap().unwrap();
     assert_eq!((row.front_id.as_str(), row.state()), (winner.as_str(), "running"));
-    assert_eq!((row.address.as_deref(), row.pgid, heartbeat), (Some("unix:/run/alice.sock"), Some(1234), t));
+    assert_eq!((row.address.as_deref(), row.pgid), (Some("unix:/run/alice.sock"), Some(1234)));
+    assert_eq!(holder, front(&winner, t), "with the front that has it");
     assert_eq!(s.claim_workspace(&claim(&alice.id, loser, t)).await.unwrap(), row, "a later claim changes nothing");
     assert!(!s.release_workspace(&alice.id, loser).await.unwrap());
     assert!(s.release_workspace(&alice.id, &winner).await.unwrap());
@@ -803,6 +804,16 @@ async fn a_dead_fronts_workspaces_are_reclaimed(u: Users) {
     assert!(!s.heartbeat_front("dead", t).await.unwrap(), "the dead front learns it was taken for dead");
     assert_eq!(s.workspace_of(&bob.id).await.unwrap().unwrap().0.front_id, "live", "a live front keeps its own");
     assert_eq!(s.claim_workspace(&claim(&alice.id, "live", t)).await.unwrap().front_id, "live");
+
+    // A front seen gone (its process is not there) is reclaimed at once, heartbeat or not.
+    s.register_front(&front("gone", t)).await.unwrap();
+    s.release_workspace(&bob.id, "live").await.unwrap();
+    s.claim_workspace(&claim(&bob.id, "gone", t)).await.unwrap();
+    assert!(s.reclaim_fronts(t - 30_000).await.unwrap().is_empty(), "a fresh heartbeat");
+    s.expire_front("gone").await.unwrap();
+    let reclaimed = s.reclaim_fronts(t - 30_000).await.unwrap();
+    assert_eq!(reclaimed.iter().map(|r| r.user_id.as_str()).collect::<Vec<_>>(), [bob.id.as_str()]);
+    assert!(!s.heartbeat_front("gone", t).await.unwrap());
 }
 
 async fn workspace_activity_and_rows_per_front(u: Users) {

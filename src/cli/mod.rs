@@ -167,6 +167,8 @@ pub struct Config {
     /// The port proxy's express lane (`$CODE_SERVER_EXPRESS_LANE=off` turns it off: every
     /// proxied request then takes hyper's path; a diagnostic switch).
     pub express_lane: bool,
+    /// `--reuse-port`: bind the TCP address with SO_REUSEPORT (several fronts, one port).
+    pub reuse_port: bool,
     pub idle_timeout: Option<Duration>,
     pub disable_telemetry: bool,
     pub disable_update_check: bool,
@@ -389,6 +391,19 @@ pub fn resolve(
     }
 
     let listen = resolve_listen(cli, file, env)?;
+    let reuse_port = m.flag("reuse-port");
+    if reuse_port {
+        // Two single-user servers on one port would run two VS Code servers on one user-data-dir;
+        // fronts of a multi-user deployment share who runs which workspace.
+        if deployment.multi().is_none() {
+            return Err(CliError::new(
+                "--reuse-port needs deployment-mode: multi (fronts that share the user database and its workspace registry)",
+            ));
+        }
+        if !matches!(listen, Listen::Tcp { .. }) {
+            return Err(CliError::new("--reuse-port applies to --bind-addr, not to --socket or --socket-fd"));
+        }
+    }
 
     let tls = match m.get("cert") {
         None | Some(Value::Cert(CertArg::Off)) => None,
@@ -550,6 +565,7 @@ pub fn resolve(
         skip_auth_preflight: m.flag("skip-auth-preflight"),
         abs_proxy_base_path: m.str("abs-proxy-base-path").map(str::to_string),
         proxy_timeout,
+        reuse_port,
         express_lane: !matches!(env.get("CODE_SERVER_EXPRESS_LANE"), Some("off" | "0" | "false")),
         idle_timeout: idle_seconds.map(Duration::from_secs),
         disable_telemetry: m.flag("disable-telemetry"),

@@ -296,6 +296,13 @@ pub static OPTIONS: &[OptSpec] = &[
         Some("Print a completion script for this shell (bash, zsh, fish, elvish, powershell) and exit."),
     )),
     opt(
+        "reuse-port",
+        Bool,
+        Some(
+            "Let several fronts of one multi-user deployment listen on the same --bind-addr on this host\n(SO_REUSEPORT); the kernel spreads connections across them.",
+        ),
+    ),
+    opt(
         "deployment-mode",
         Enum(DEPLOYMENT_MODES),
         Some(

@@ -51,8 +51,14 @@ pub enum Accepted {
 
 impl Listener {
     pub async fn bind(listen: &Listen) -> Result<Listener, BindError> {
+        Listener::bind_shared(listen, false).await
+    }
+
+    /// [`Listener::bind`]; with `reuse_port`, a TCP address is bound with SO_REUSEPORT, so that
+    /// other processes doing the same share it (the kernel spreads new connections across them).
+    pub async fn bind_shared(listen: &Listen, reuse_port: bool) -> Result<Listener, BindError> {
         match listen {
-            Listen::Tcp { host, port } => bind_tcp(host, *port).await,
+            Listen::Tcp { host, port } => bind_tcp(host, *port, reuse_port).await,
             Listen::Socket { path, mode } => bind_unix(path, *mode),
             Listen::Fd(fd) => adopt_fd(*fd),
         }
@@ -100,9 +106,43 @@ impl Listener {
             let _ = std::fs::remove_file(p);
         }
     }
+
+    /// Closes the listener (removing our socket file first, so nothing new can find it) and
+    /// returns the connections still queued in it. The kernel completed their handshakes on our
+    /// behalf; closing the socket with them queued would reset them, and under SO_REUSEPORT no
+    /// other front can take them over. Asked of the socket itself, not of tokio's readiness,
+    /// which may not have seen the last arrivals yet.
+    pub fn close_taking_queued(self) -> Vec<Accepted> {
+        self.remove_socket_file();
+        let mut queued = Vec::new();
+        match self {
+            Listener::Tcp(l) => {
+                let Ok(l) = l.into_std() else { return queued };
+                while let Ok((s, peer)) = l.accept() {
+                    let _ = s.set_nodelay(true);
+                    if s.set_nonblocking(true).is_ok()
+                        && let Ok(s) = TcpStream::from_std(s)
+                    {
+                        queued.push(Accepted::Tcp(s, peer));
+                    }
+                }
+            }
+            Listener::Unix { listener, .. } => {
+                let Ok(l) = listener.into_std() else { return queued };
+                while let Ok((s, _)) = l.accept() {
+                    if s.set_nonblocking(true).is_ok()
+                        && let Ok(s) = UnixStream::from_std(s)
+                    {
+                        queued.push(Accepted::Unix(s));
+                    }
+                }
+            }
+        }
+        queued
+    }
 }
 
-async fn bind_tcp(host: &str, port: u16) -> Result<Listener, BindError> {
+async fn bind_tcp(host: &str, port: u16, reuse_port: bool) -> Result<Listener, BindError> {
     let mut addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
         .await
         .map_err(|source| BindError::Resolve { host: host.to_string(), source })?
@@ -111,7 +151,8 @@ async fn bind_tcp(host: &str, port: u16) -> Result<Listener, BindError> {
     addrs.sort_by_key(|a| !a.is_ipv4());
     let mut last_err = None;
     for addr in addrs {
-        match TcpListener::bind(addr).await {
+        let bound = if reuse_port { bind_reusing_port(addr) } else { TcpListener::bind(addr).await };
+        match bound {
             Ok(l) => return Ok(Listener::Tcp(l)),
             Err(e) => last_err = Some((addr, e)),
         }
@@ -120,6 +161,19 @@ async fn bind_tcp(host: &str, port: u16) -> Result<Listener, BindError> {
         .map(|(a, e)| (a.to_string(), e))
         .unwrap_or_else(|| (format!("{host}:{port}"), io::Error::new(io::ErrorKind::NotFound, "no address found")));
     Err(BindError::Tcp { addr, source })
+}
+
+/// A TCP listener with SO_REUSEPORT (and SO_REUSEADDR, as tokio's own bind sets), with
+/// tokio's backlog.
+fn bind_reusing_port(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.set_cloexec(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
 }
 
 fn bind_unix(path: &Path, mode: Option<u32>) -> Result<Listener, BindError> {

@@ -52,6 +52,9 @@ pub struct ConnInfo {
     pub slot: ConnectionSlot,
 }
 
+/// At shutdown, how long the last connections accepted get to send their first request before
+/// idle connections are closed.
+const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
 /// How long in-flight requests get to finish after shutdown starts.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// A client must send its first byte and finish the TLS handshake within this.
@@ -118,8 +121,8 @@ impl<A> App for A where
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then stops accepting, removes our
-/// socket file, gives in-flight requests [`SHUTDOWN_GRACE`] to finish, and closes whatever is
-/// left. Returns only when every connection task has ended.
+/// socket file, serves what was still queued, gives in-flight requests [`SHUTDOWN_GRACE`] to
+/// finish, and closes whatever is left. Returns only when every connection task has ended.
 ///
 /// With a [`Lane`], HTTP/1.1 connections start in the port proxy's express lane and reach the
 /// app from the first request the lane does not take (see [`crate::proxy::lane`]).
@@ -142,8 +145,12 @@ pub async fn serve<A: App, L: Lane>(
     let shared =
         Arc::new(Shared { app, lane, acceptor: tls.map(TlsAcceptor::from), draining: CancellationToken::new() });
     accept_until(&listener, &shared, &mut tasks, shutdown).await;
-    listener.remove_socket_file();
-    drop(listener);
+    for accepted in listener.close_taking_queued() {
+        start(accepted, &shared, &mut tasks);
+    }
+    // The connections accepted last may not have sent their first request yet (or we not
+    // read it): closing them as idle now would lose it. They get a moment first.
+    let _ = tokio::time::timeout(FIRST_REQUEST_GRACE, async { while tasks.join_next().await.is_some() {} }).await;
     drain(&shared, tasks, SHUTDOWN_GRACE).await;
 }
 
@@ -205,18 +212,23 @@ async fn accept_until<A: App, L: Lane>(
                 continue;
             }
         };
-        let shared = shared.clone();
-        match accepted {
-            Accepted::Tcp(s, peer) => {
-                let local = s.local_addr().ok();
-                tasks.spawn(handle(s, Some(peer), local, shared));
-            }
-            Accepted::Unix(s) => {
-                tasks.spawn(handle(s, None, None, shared));
-            }
-        }
+        start(accepted, shared, tasks);
         // Forget the connections that have ended.
         while tasks.try_join_next().is_some() {}
+    }
+}
+
+/// Serves an accepted connection in a task of its own.
+fn start<A: App, L: Lane>(accepted: Accepted, shared: &Arc<Shared<A, L>>, tasks: &mut JoinSet<()>) {
+    let shared = shared.clone();
+    match accepted {
+        Accepted::Tcp(s, peer) => {
+            let local = s.local_addr().ok();
+            tasks.spawn(handle(s, Some(peer), local, shared));
+        }
+        Accepted::Unix(s) => {
+            tasks.spawn(handle(s, None, None, shared));
+        }
     }
 }
 

@@ -221,6 +221,9 @@ pub trait UserStore: Send + Sync + 'static {
     /// Renews the front's heartbeat; false when its row is gone (it was taken for dead and its
     /// workspaces reclaimed: whatever it still runs is no longer its to serve).
     async fn heartbeat_front(&self, front_id: &str, now: i64) -> Result<bool, StoreError>;
+    /// Takes the front for dead at once (its process is seen gone): the next
+    /// [`UserStore::reclaim_fronts`] reclaims it whatever its last heartbeat.
+    async fn expire_front(&self, front_id: &str) -> Result<(), StoreError>;
     /// Removes the front and its workspaces' rows (a clean shutdown, after they stopped).
     async fn retire_front(&self, front_id: &str) -> Result<(), StoreError>;
     /// Removes the fronts whose heartbeat is older than `stale_before` and returns their
@@ -232,8 +235,8 @@ pub trait UserStore: Send + Sync + 'static {
     /// [`StoreError::NotFound`] when the row that stood is already gone again (released or
     /// reclaimed in between): the caller claims again.
     async fn claim_workspace(&self, claim: &WorkspaceRecord) -> Result<WorkspaceRecord, StoreError>;
-    /// The user's row, with the heartbeat of the front that has it.
-    async fn workspace_of(&self, user_id: &str) -> Result<Option<(WorkspaceRecord, i64)>, StoreError>;
+    /// The user's row, with the front that has it.
+    async fn workspace_of(&self, user_id: &str) -> Result<Option<(WorkspaceRecord, FrontRecord)>, StoreError>;
     /// Marks the front's claimed workspace running at `address`; false when the claim is gone.
     async fn workspace_running(
         &self,

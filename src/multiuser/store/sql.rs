@@ -468,6 +468,15 @@ macro_rules! sql_store {
                 Ok(done.rows_affected() == 1)
             }
 
+            async fn expire_front(&self, front_id: &str) -> Result<(), StoreError> {
+                sqlx::query("UPDATE fronts SET heartbeat_at = 0 WHERE id = $1")
+                    .bind(front_id)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| self.fail(e))?;
+                Ok(())
+            }
+
             async fn retire_front(&self, front_id: &str) -> Result<(), StoreError> {
                 // Its rows go with it (ON DELETE CASCADE).
                 sqlx::query("DELETE FROM fronts WHERE id = $1")
@@ -531,17 +540,26 @@ macro_rules! sql_store {
                 self.workspace_of(&c.user_id).await?.map(|(r, _)| r).ok_or(StoreError::NotFound)
             }
 
-            async fn workspace_of(&self, user_id: &str) -> Result<Option<(WorkspaceRecord, i64)>, StoreError> {
+            async fn workspace_of(&self, user_id: &str) -> Result<Option<(WorkspaceRecord, FrontRecord)>, StoreError> {
                 let columns = REGISTRY_COLUMNS.split(", ").map(|c| format!("w.{c}")).collect::<Vec<_>>().join(", ");
                 let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "SELECT {columns}, f.heartbeat_at FROM workspace_registry w \
+                    "SELECT {columns}, f.id, f.host, f.pid, f.started_at, f.heartbeat_at FROM workspace_registry w \
                      JOIN fronts f ON f.id = w.front_id WHERE w.user_id = $1"
                 )))
                 .bind(user_id)
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(|e| self.fail(e))?;
-                row.map(|r| Ok((registry_from_row(&r)?, r.try_get::<i64, _>(7)?))).transpose().map_err(|e| self.fail(e))
+                let front = |r: &Row| -> Result<FrontRecord, sqlx::Error> {
+                    Ok(FrontRecord {
+                        id: r.try_get(7)?,
+                        host: r.try_get(8)?,
+                        pid: u32::try_from(r.try_get::<i64, _>(9)?).unwrap_or(0),
+                        started_at: r.try_get(10)?,
+                        heartbeat_at: r.try_get(11)?,
+                    })
+                };
+                row.map(|r| Ok((registry_from_row(&r)?, front(&r)?))).transpose().map_err(|e| self.fail(e))
             }
 
             async fn workspace_running(
