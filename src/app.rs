@@ -36,6 +36,7 @@ use crate::i18n::Strings;
 use crate::identity::UserId;
 use crate::lifecycle::Lifecycle;
 use crate::multiuser::accounts::Accounts;
+use crate::multiuser::registry::Registry;
 use crate::multiuser::workspaces::{Fleet, PortOwnership, UserWorkspaces};
 use crate::pages::{Pages, PasswordHint};
 use crate::proxy::{Proxy, ProxyOptions, ProxyState};
@@ -45,6 +46,7 @@ use crate::update::UpdateChecker;
 use crate::vscode::build::Build;
 use crate::vscode::{Dirs, Options};
 use crate::workbench::Workbench;
+use crate::workspaces::placement::{Here, Placement};
 use crate::workspaces::spawner::LocalSpawner;
 use crate::workspaces::{Layout, Workspace, Workspaces};
 
@@ -74,6 +76,8 @@ pub struct AppState {
     pub accounts: Option<Arc<Accounts>>,
     /// Multi-user mode: the users' workspaces with their limits (the API and admin page).
     pub fleet: Option<Arc<Fleet>>,
+    /// Multi-user mode: which front of the deployment runs which workspace.
+    pub registry: Option<Arc<Registry>>,
     /// `--rate-limit`.
     pub rate_limiter: Arc<crate::ratelimit::RateLimiter>,
 }
@@ -238,8 +242,20 @@ impl AppState {
             }
             _ => Workspaces::single(owner),
         });
+        // Multi-user mode: the fronts of the deployment share who runs which workspace.
+        let registry = match (&accounts, config.deployment.multi()) {
+            (Some(accounts), Some(multi)) => {
+                Some(Arc::new(Registry::new(accounts.store().clone(), multi.isolation, lifecycle.clone())))
+            }
+            _ => None,
+        };
+        let placement: Arc<dyn Placement> = match &registry {
+            Some(r) => r.clone(),
+            None => Arc::new(Here),
+        };
         let workbench = Workbench::new(
             workspaces.clone(),
+            placement,
             lifecycle.clone(),
             &build,
             config.ignore_last_opened,
@@ -264,6 +280,7 @@ impl AppState {
         let fleet = config.deployment.multi().filter(|_| accounts.is_some()).map(|multi| {
             Arc::new(Fleet {
                 workspaces: workspaces.clone(),
+                registry: registry.clone(),
                 isolation: multi.isolation,
                 memory_bytes: multi.memory_limit_mb * 1_000_000,
                 storage_bytes: multi.storage_quota_mb * 1_000_000,
@@ -284,6 +301,7 @@ impl AppState {
             config: Arc::new(config),
             lifecycle,
             fleet,
+            registry,
             accounts,
             rate_limiter,
         })
@@ -456,6 +474,14 @@ pub async fn run(
     signal: impl Future<Output = ()> + Send,
 ) -> Stop {
     let lifecycle = state.lifecycle.clone();
+    if let Some(registry) = &state.registry {
+        // Before the first request can claim a workspace for this front.
+        if let Err(e) = registry.register().await {
+            tracing::warn!("Could not enter the workspace registry ({e}); trying again every few seconds");
+        }
+        let (registry, workspaces) = (registry.clone(), state.workspaces.clone());
+        lifecycle.spawn("workspace registry", move |t| registry.maintain(workspaces, t));
+    }
     lifecycle.spawn("heartbeat", |t| state.heart.clone().run(t));
     lifecycle.spawn("session maintenance", |t| state.auth.sessions.clone().maintain(t));
     if let Some(accounts) = &state.accounts {
@@ -511,6 +537,10 @@ pub async fn run(
     }
     if let Err(e) = state.auth.sessions.flush().await {
         tracing::warn!("{e}");
+    }
+    if let Some(registry) = &state.registry {
+        // This front's workspaces have stopped: their users may start them on another front.
+        registry.retire().await;
     }
     if let Some(accounts) = &state.accounts {
         // Last: what requests and the shutdown itself recorded is written before the pool closes.

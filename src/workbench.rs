@@ -2,7 +2,6 @@
 //! (served by us, from disk), the mint-key endpoint, and everything else, HTTP and WebSocket,
 //! forwarded to the server of the requesting user's workspace.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +22,7 @@ use crate::relative::{Query, found, location};
 use crate::settings::Settings;
 use crate::vscode::build::Build;
 use crate::vscode::forward;
+use crate::workspaces::placement::{NotPlaced, Placement, Served};
 use crate::workspaces::supervisor::NotReady;
 use crate::workspaces::{Workspace, Workspaces};
 
@@ -32,6 +32,8 @@ const READY_WAIT: Duration = Duration::from_secs(20);
 /// What the workbench routes need.
 pub struct Workbench {
     pub workspaces: Arc<Workspaces>,
+    /// Which front runs a workspace (this one, with one front).
+    pub placement: Arc<dyn Placement>,
     pub lifecycle: Lifecycle,
     /// The build's `out/`, `extensions/`... for `/{quality}-{commit}/static/`.
     static_files: ServeDir,
@@ -45,6 +47,7 @@ pub struct Workbench {
 impl Workbench {
     pub fn new(
         workspaces: Arc<Workspaces>,
+        placement: Arc<dyn Placement>,
         lifecycle: Lifecycle,
         build: &Build,
         ignore_last_opened: bool,
@@ -54,6 +57,7 @@ impl Workbench {
             ServeDir::new(&build.root).precompressed_br().precompressed_gzip().append_index_html_on_directories(false);
         Workbench {
             workspaces,
+            placement,
             lifecycle,
             static_files,
             product_path: build.product_path(),
@@ -138,10 +142,9 @@ async fn forward_to_vscode(
         }
         let who = auth.identify(req.headers()).await?.ok_or_else(AppError::unauthorized)?;
         let workspace = wb.workspace(&who).await?;
-        let socket = ready(&workspace).await?;
+        let stream = connect(&wb, &workspace).await?;
         let window = workspace.connection_guard();
-        let owner = workspace.layout.run_as.as_ref().map(|r| r.uid);
-        return forward::forward_websocket(&socket, owner, req, &auth.cookie_name, &wb.lifecycle, window)
+        return forward::forward_websocket(stream, req, &auth.cookie_name, &wb.lifecycle, window)
             .await
             .map_err(unreachable);
     }
@@ -167,19 +170,41 @@ async fn forward_to_vscode(
         // empty window, replaces the memory and stops the redirects).
         workspace.settings.write(Settings { query: Some(query.0.into_iter().collect()), ..Default::default() });
     }
-    let socket = ready(&workspace).await?;
-    let owner = workspace.layout.run_as.as_ref().map(|r| r.uid);
-    forward::forward_http(&socket, owner, req, &auth.cookie_name).await.map_err(unreachable)
+    let stream = connect(&wb, &workspace).await?;
+    forward::forward_http(stream, req, &auth.cookie_name).await.map_err(unreachable)
 }
 
-/// The workspace's server socket, started if need be and waited for (bounded).
-async fn ready(workspace: &Workspace) -> Result<PathBuf, AppError> {
-    if let Some(why) = workspace.start_refused() {
-        return Err(AppError::new(StatusCode::INSUFFICIENT_STORAGE, why));
+/// A connection to the workspace's server, started (here or by another front) if need be and
+/// waited for (bounded). A server another front runs that refuses the connection (that front
+/// just stopped or died) is looked up once more before the request fails.
+async fn connect(wb: &Workbench, workspace: &Arc<Workspace>) -> Result<tokio::net::UnixStream, AppError> {
+    // Running as the user's uid, the server must answer as that uid (see forward::connect).
+    let owner = workspace.layout.run_as.as_ref().map(|r| r.uid);
+    let served = ready(wb, workspace).await?;
+    match forward::connect(&served.socket, owner).await {
+        Ok(stream) => Ok(stream),
+        Err(e) if served.here => Err(unreachable(e)),
+        Err(e) => {
+            tracing::debug!("{}'s workspace on another front: {e}; looking again", workspace.name);
+            wb.placement.refused(workspace, &served).await;
+            let again = ready(wb, workspace).await?;
+            forward::connect(&again.socket, owner).await.map_err(unreachable)
+        }
     }
-    match workspace.ready(READY_WAIT).await {
-        Ok(socket) => Ok(socket),
-        Err(NotReady::Stopped) => Err(AppError::new(StatusCode::SERVICE_UNAVAILABLE, "The server is shutting down")),
+}
+
+/// Where the workspace's server answers, once it does (see [`connect`]).
+async fn ready(wb: &Workbench, workspace: &Arc<Workspace>) -> Result<Served, AppError> {
+    match wb.placement.serve(workspace, READY_WAIT).await {
+        Ok(served) => Ok(served),
+        Err(NotPlaced::Refused(why)) => Err(AppError::new(StatusCode::INSUFFICIENT_STORAGE, why)),
+        Err(NotPlaced::NotReady(NotReady::Stopped)) => {
+            Err(AppError::new(StatusCode::SERVICE_UNAVAILABLE, "The server is shutting down"))
+        }
+        Err(NotPlaced::Unavailable(e)) => {
+            tracing::warn!("{}'s workspace: {e}", workspace.name);
+            Err(AppError::new(StatusCode::SERVICE_UNAVAILABLE, "Your workspace is not available").retry_after(5))
+        }
         Err(e) => {
             Err(AppError::new(StatusCode::SERVICE_UNAVAILABLE, format!("{e}. This page reloads by itself."))
                 .retry_after(2))

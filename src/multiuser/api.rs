@@ -687,10 +687,19 @@ pub(crate) async fn get_workspaces(State(f): State<Arc<Fleet>>, _: AdminCaller) 
 /// request starts it again.
 pub async fn stop_workspace(a: &Accounts, f: &Fleet, id: &str, actor: &Actor) -> Result<(), AppError> {
     let user = a.user(id).await?;
-    if let Some(w) = f.workspaces.made(&UserId::new(id))
+    let user_id = UserId::new(id);
+    let mut stopped = false;
+    if let Some(w) = f.workspaces.made(&user_id)
         && w.is_running()
     {
         w.stop().await;
+        stopped = true;
+    }
+    // Run by another front: its row released, that front stops it at its next heartbeat.
+    if let Some(registry) = &f.registry {
+        stopped |= registry.stop_elsewhere(&user_id).await.map_err(AppError::from)?;
+    }
+    if stopped {
         a.audit().record(actor.event(crate::multiuser::audit::kind::WORKSPACE_STOPPED, &user).detail("by", "admin"));
     }
     Ok(())

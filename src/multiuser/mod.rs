@@ -10,6 +10,7 @@ pub mod limits;
 pub mod openapi;
 pub mod pages;
 pub mod passwords;
+pub mod registry;
 pub mod sessions;
 pub mod store;
 pub mod workspaces;

@@ -133,7 +133,6 @@ impl UserWorkspaces {
         if let Some(r) = &layout.run_as {
             tracing::info!("{}'s VS Code runs as uid {} in {}", who.name, r.uid, root.display());
         }
-        let account = layout.run_as.as_ref().map(|r| (r.uid, r.gid));
         let workspace = Workspace::new(
             UserId::new(who.user.as_str()),
             layout,
@@ -145,9 +144,7 @@ impl UserWorkspaces {
         .named(&who.name);
         let settings = workspace.settings.clone();
         self.lifecycle.spawn("settings writer", |t| settings.run(t));
-        let registry = workspace.layout.session_socket.clone();
-        self.lifecycle
-            .spawn("session registry", move |t| crate::session_socket::serve(registry, account, t.cancelled_owned()));
+        // Its session registry is served by the front that runs it (see multiuser::registry).
         Ok(workspace)
     }
 
@@ -312,6 +309,8 @@ impl crate::proxy::ports::PortGate for PortOwnership {
 /// The workspaces as the API and the admin page see them, with the limits they run under.
 pub struct Fleet {
     pub workspaces: Arc<crate::workspaces::Workspaces>,
+    /// Which front runs which workspace (an admin's stop reaches the front that runs it).
+    pub registry: Option<Arc<crate::multiuser::registry::Registry>>,
     pub isolation: Isolation,
     pub memory_bytes: u64,
     pub storage_bytes: u64,

@@ -23,7 +23,7 @@ pub enum ForwardError {
 /// Connects to VS Code's socket. With `owner` (a user's server running as their uid, its socket
 /// in their own directory), the process that answers must be that uid's: they could replace the
 /// socket with a symlink to another user's server, and we connect as root, through it.
-async fn connect(socket: &Path, owner: Option<u32>) -> Result<UnixStream, ForwardError> {
+pub async fn connect(socket: &Path, owner: Option<u32>) -> Result<UnixStream, ForwardError> {
     let stream = UnixStream::connect(socket).await.map_err(ForwardError::Connect)?;
     if let Some(uid) = owner {
         let peer = stream.peer_cred().map_err(ForwardError::Connect)?.uid();
@@ -37,7 +37,11 @@ async fn connect(socket: &Path, owner: Option<u32>) -> Result<UnixStream, Forwar
 
 /// Sends `req` as HTTP/1.1 on a fresh connection to `socket` (see [`connect`] for `owner`).
 pub async fn send(socket: &Path, owner: Option<u32>, req: Request<Body>) -> Result<Response<Body>, ForwardError> {
-    let stream = connect(socket, owner).await?;
+    send_on(connect(socket, owner).await?, req).await
+}
+
+/// Sends `req` as HTTP/1.1 on `stream`, a connection to a VS Code server.
+async fn send_on(stream: UnixStream, req: Request<Body>) -> Result<Response<Body>, ForwardError> {
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
@@ -64,28 +68,26 @@ fn prepare(mut req: Request<Body>, session_cookie: &str) -> Request<Body> {
     req
 }
 
-/// Forwards an ordinary HTTP request and streams the answer back.
+/// Forwards an ordinary HTTP request on `stream` (see [`connect`]) and streams the answer back.
 pub async fn forward_http(
-    socket: &Path,
-    owner: Option<u32>,
+    stream: UnixStream,
     req: Request<Body>,
     session_cookie: &str,
 ) -> Result<Response<Body>, ForwardError> {
     let mut req = prepare(req, session_cookie);
     crate::headers::strip_hop_by_hop(req.headers_mut());
-    let mut res = send(socket, owner, req).await?;
+    let mut res = send_on(stream, req).await?;
     crate::headers::strip_hop_by_hop(res.headers_mut());
     Ok(res)
 }
 
-/// Forwards a WebSocket upgrade: sends the handshake with its headers untouched, and if VS Code
+/// Forwards a WebSocket upgrade on `stream` (see [`connect`]): sends the handshake with its headers untouched, and if VS Code
 /// answers 101, returns that answer and splices the two upgraded connections byte for byte
 /// until either side closes (no re-framing, no idle timeout; a lifecycle connection, so
 /// shutdown ends it). Any other answer is passed back as is.
 /// `keep` is held for as long as the WebSocket is open.
 pub async fn forward_websocket(
-    socket: &Path,
-    owner: Option<u32>,
+    stream: UnixStream,
     mut req: Request<Body>,
     session_cookie: &str,
     lifecycle: &crate::lifecycle::Lifecycle,
@@ -93,7 +95,6 @@ pub async fn forward_websocket(
 ) -> Result<Response<Body>, ForwardError> {
     let client_upgrade = hyper::upgrade::on(&mut req);
     let req = prepare(req, session_cookie);
-    let stream = connect(socket, owner).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(async move {
         if let Err(e) = conn.with_upgrades().await {

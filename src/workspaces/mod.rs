@@ -4,8 +4,10 @@
 //! demand, one start at a time, restarted on crash or on request, stopped when idle and started
 //! again on the next visit. Single-user mode is the registry with one entry, the owner's.
 //!
-//! Starting a server goes through a [`spawner::Spawner`] (a local child process today).
+//! Starting a server goes through a [`spawner::Spawner`] (a local child process today); which
+//! front of a deployment starts it is the [`placement::Placement`]'s to say.
 
+pub mod placement;
 pub mod run_as;
 pub mod spawner;
 pub mod supervisor;
@@ -147,6 +149,17 @@ impl Workspace {
             let _ = self.started_at.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
         }
         ready
+    }
+
+    /// Counts a request another front's workspace served for this user (forwarded by us): the
+    /// registry tells that front, whose idle reaper counts it.
+    pub fn mark_used(&self) {
+        self.last_used.fetch_max(crate::util::now_ms(), Ordering::Relaxed);
+    }
+
+    /// Counts use seen elsewhere (another front forwarded a request here) at `at` (Unix ms).
+    pub fn used_at(&self, at: u64) {
+        self.last_used.fetch_max(at, Ordering::Relaxed);
     }
 
     /// Why the server may not start now (storage over its quota), unless it runs already or
