@@ -397,6 +397,14 @@ fn log_startup(config: &Config, listener: &Listener, cert: Option<&std::path::Pa
         }
         None => tracing::info!("  - Not serving HTTPS"),
     }
+    if config.reuse_port {
+        tracing::info!("  - Sharing the port with the deployment's other fronts (reuse-port)");
+        // Linux 5.14+: with it, connections still queued in a closing front's listener move
+        // to another front's instead of waiting for this one to serve them.
+        if std::fs::read_to_string("/proc/sys/net/ipv4/tcp_migrate_req").is_ok_and(|v| v.trim() == "0") {
+            tracing::info!("    - Tip: sysctl net.ipv4.tcp_migrate_req=1 hands a stopping front's queue to the others");
+        }
+    }
     if let Some(t) = config.idle_timeout {
         tracing::info!("  - Idle timeout set to {} seconds", t.as_secs());
     }

@@ -140,10 +140,6 @@ impl Registry {
         Ok(())
     }
 
-    pub fn front_id(&self) -> &str {
-        &self.me.id
-    }
-
     fn holds(&self, user: &UserId) -> bool {
         self.held.lock().unwrap().contains_key(user)
     }
@@ -379,11 +375,6 @@ impl Registry {
             }
             _ => Ok(false),
         }
-    }
-
-    /// Where the user's workspace runs when another front runs it: `(front id, row)`.
-    pub async fn held_elsewhere(&self, user: &UserId) -> Result<Option<WorkspaceRecord>, StoreError> {
-        Ok(self.store.workspace_of(user.as_str()).await?.map(|(row, _)| row).filter(|r| r.front_id != self.me.id))
     }
 
     /// At shutdown, after this front's workspaces stopped: its row and its workspaces' rows go,
