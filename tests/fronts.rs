@@ -4,8 +4,8 @@
 //! through every other, once; a killed front's users get their workspace back through another;
 //! fronts share one port with `reuse-port` and one restarts without losing a request.
 //!
-//! The fronts run the stand-in VS Code build, which echoes what reaches it (tests/vscode.rs and
-//! tests/browser.rs show the real one behind a front).
+//! The fronts run the stand-in VS Code build, which echoes what reaches it, except in the
+//! Chromium test, where a person uses the real workbench through two fronts.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -39,7 +39,11 @@ impl Deployment {
 
     /// A front of it: a process of its own with a home of its own.
     fn front(&self, args: &[&str]) -> (Home, Server) {
-        let home = Home::new();
+        self.front_in(Home::new(), args)
+    }
+
+    /// A front in `home` (which says which VS Code build it runs).
+    fn front_in(&self, home: Home, args: &[&str]) -> (Home, Server) {
         home.write_config(&self.config);
         let mut all = vec!["--bind-addr", "127.0.0.1:0"];
         all.extend_from_slice(args);
@@ -350,4 +354,58 @@ async fn fronts_share_a_port_and_one_restarts_without_losing_a_request() {
     }
     assert!(again.contains("front-two"), "the restarted front serves again");
     drop((one, two));
+}
+
+/// As a person sees it, in Chromium on the real workbench (tests/browser/fronts.mjs): signed
+/// in through front A, a terminal there; the same browser through front B gets the same
+/// workspace (the session cookie, the folder, a terminal of the same server); front A is
+/// SIGKILLed and the next load through B gets the workspace back with its files.
+#[test]
+fn the_workbench_through_two_fronts_in_chromium() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let d = rt.block_on(Deployment::new());
+    let (_ha, mut a) = d.front_in(Home::with_vscode(), &[]);
+    let (_hb, b) = d.front_in(Home::with_vscode(), &[]);
+    let id = rt.block_on(async {
+        let admin = sign_in(&a, "boss", "boss-password-1").await;
+        user(&a, &admin, "gwen").await.0
+    });
+    let shots = match std::env::var_os("CS_LOOK_DIR") {
+        Some(dir) => dir.into(),
+        None => d.base.path().join("shots"),
+    };
+    std::fs::create_dir_all(&shots).unwrap();
+    let folder = d.user_dir(&id).join("workspaces");
+    let browser_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    let output = std::process::Command::new("node")
+        .arg(browser_dir.join("fronts.mjs"))
+        .current_dir(&browser_dir)
+        .env("CS_URL_A", &a.address)
+        .env("CS_URL_B", &b.address)
+        .env("CS_USER", "gwen")
+        .env("CS_PASSWORD", "gwen-password-1")
+        .env("CS_FOLDER", &folder)
+        .env("CS_KILL_A", format!("kill -9 {}", a.child.id()))
+        .env("CS_SHOTS", &shots)
+        .output()
+        .expect("run node (tests/browser: npm ci first)");
+    let log = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "the browser run failed:\n{log}\nA:\n{}\n{}\nB:\n{}\n{}",
+        a.stdout_text(),
+        a.stderr_text(),
+        b.stdout_text(),
+        b.stderr_text()
+    );
+    let _ = a.child.wait();
+    // A ran the workspace until it was killed; B forwarded to it, then started it again.
+    assert_eq!((starts(&a), starts(&b)), (1, 1), "A:\n{}\nB:\n{}", a.stdout_text(), b.stdout_text());
+    for (file, text) in [("through-a.txt", "typed through front A"), ("through-b.txt", "typed through front B")] {
+        assert_eq!(std::fs::read_to_string(folder.join(file)).unwrap().trim(), text);
+    }
+    for name in ["through-a", "through-b", "after-a-killed"] {
+        let png = std::fs::read(shots.join(format!("{name}.png"))).unwrap_or_else(|e| panic!("{name}.png: {e}"));
+        assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "{name}.png looks blank ({} bytes)", png.len());
+    }
 }
