@@ -830,6 +830,10 @@ async fn workspace_activity_and_rows_per_front(u: Users) {
     let mut expected = vec![users[0].id.clone(), users[2].id.clone()];
     expected.sort();
     assert_eq!(of_a, expected);
+    let mut everyone: Vec<String> = users.iter().map(|u| u.id.clone()).collect();
+    everyone.sort();
+    let all: Vec<String> = s.all_workspaces().await.unwrap().into_iter().map(|r| r.user_id).collect();
+    assert_eq!(all, everyone, "every front's rows");
     // Activity seen by any front is recorded, and never moved back.
     s.touch_workspaces(&[users[0].id.clone(), users[1].id.clone()], t + 5_000).await.unwrap();
     s.touch_workspaces(&[users[0].id.clone()], t + 1_000).await.unwrap();

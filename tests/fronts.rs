@@ -148,6 +148,18 @@ async fn a_workspace_started_through_one_front_is_served_through_the_others() {
     assert_eq!(user_data_dir(&argv), Some(d.user_dir(&bea).join("data").to_str().unwrap()));
     assert_eq!(starts(&b), 1);
 
+    // The admin sees it through any front: through C, running on another front; her usage too.
+    let listed = api(&c, "GET", "/api/workspaces", &admin, "").await.json();
+    let ada_row = listed.as_array().unwrap().iter().find(|w| w["username"] == "ada").cloned();
+    let ada_row = ada_row.unwrap_or_else(|| panic!("ada's workspace in {listed}"));
+    assert_eq!(ada_row["state"], "running", "{listed}");
+    assert!(ada_row["front"].is_string() && ada_row["started_at"].is_u64(), "{listed}");
+    let usage = c.client().get_with("/api/users/me/usage", &[("cookie", &cookie)]).await.json();
+    assert_eq!(usage["workspace"], "running", "{usage}");
+    let through_a = api(&a, "GET", "/api/workspaces", &admin, "").await.json();
+    let on_a = through_a.as_array().unwrap().iter().find(|w| w["username"] == "ada").cloned().unwrap();
+    assert!(on_a["state"] == "running" && on_a["front"].is_null(), "A runs it itself: {on_a}");
+
     // An admin's stop through C reaches A, which runs ada's workspace.
     let stopped = api(&c, "POST", &format!("/api/users/{ada}/workspace/stop"), &admin, "").await;
     assert_eq!(stopped.status, 204, "{}", stopped.text());

@@ -646,7 +646,7 @@ pub struct Limit {
 
 pub async fn usage(accounts: &Accounts, fleet: &Fleet, user_id: &str) -> Result<Usage, AppError> {
     let used = accounts.sessions_of(user_id).await?.len() as u64;
-    let view = fleet.workspaces.made(&UserId::new(user_id)).map(|w| Fleet::view(&w));
+    let view = fleet.view_of(&UserId::new(user_id)).await;
     let limit = |used: Option<u64>, limit: u64| used.map(|used| Limit { used, limit });
     Ok(Usage {
         sessions: Limit { used, limit: accounts.sessions().max_per_user() as u64 },
@@ -676,11 +676,11 @@ pub(crate) async fn get_my_usage(
     get,
     path = "/api/workspaces",
     tag = "workspaces",
-    summary = "Every workspace this front has made",
+    summary = "Every workspace this front has made, and every one another front of the deployment runs",
     responses((status = 200, body = Vec<WorkspaceView>))
 )]
 pub(crate) async fn get_workspaces(State(f): State<Arc<Fleet>>, _: AdminCaller) -> Json<Vec<WorkspaceView>> {
-    Json(f.list())
+    Json(f.list().await)
 }
 
 /// Stops a user's workspace (204; 404 for no such user). Its processes end; the user's next

@@ -233,22 +233,25 @@ async fn render_users(
         UserListQuery { search: params.search.clone(), limit: Some(PAGE.to_string()), offset: params.offset.clone() };
     let listed = api::list_users(accounts, &query).await?;
     let mut users = vec![];
+    // The workspaces of the whole deployment, asked once for the page.
+    let workspaces = page.fleet.list().await;
     for u in &listed.users {
         let sessions = accounts.sessions_of(&u.id).await?.len();
-        let view = page.fleet.workspaces.made(&crate::identity::UserId::new(u.id.as_str())).map(|w| Fleet::view(&w));
+        let view = workspaces.iter().find(|w| w.user_id == u.id);
         let mb = |b: Option<u64>| b.map_or("-".to_string(), |b| format!("{} MB", b / 1_000_000));
-        let workspace_detail = view.as_ref().map_or(String::new(), |v| {
+        let workspace_detail = view.map_or(String::new(), |v| {
             let since = v.started_at.map_or(String::new(), |t| format!("started {}, ", crate::util::iso8601(t)));
+            let front = v.front.as_ref().map_or(String::new(), |f| format!(" (on front {f})"));
             format!(
-                "{since}last active {}; memory {}, storage {}",
+                "{since}last active {}; memory {}, storage {}{front}",
                 crate::util::iso8601(v.last_activity_at),
                 mb(v.memory_bytes),
                 mb(v.storage_bytes)
             )
         });
         users.push(UserRow {
-            workspace: view.as_ref().map_or("none", |v| v.state),
-            over_quota: view.as_ref().is_some_and(|v| v.over_quota),
+            workspace: view.map_or("none", |v| v.state),
+            over_quota: view.is_some_and(|v| v.over_quota),
             workspace_detail,
             id: u.id.clone(),
             username: u.username.clone(),

@@ -377,6 +377,19 @@ impl Registry {
         }
     }
 
+    /// The rows other fronts hold, with their users' names (the admin's view).
+    pub async fn held_by_others(&self) -> Result<Vec<(WorkspaceRecord, String)>, StoreError> {
+        let mut out = Vec::new();
+        for row in self.store.all_workspaces().await? {
+            if row.front_id == self.me.id {
+                continue;
+            }
+            let name = self.store.user_by_id(&row.user_id).await?.map_or_else(|| row.user_id.clone(), |u| u.username);
+            out.push((row, name));
+        }
+        Ok(out)
+    }
+
     /// At shutdown, after this front's workspaces stopped: its row and its workspaces' rows go,
     /// so the users' next requests start them on another front at once.
     pub async fn retire(&self) {

@@ -24,7 +24,7 @@ use crate::identity::{Identity, UserId};
 use crate::lifecycle::Lifecycle;
 use crate::multiuser::accounts::Accounts;
 use crate::multiuser::config::{Isolation, MultiUserConfig};
-use crate::multiuser::store::StoreError;
+use crate::multiuser::store::{StoreError, WorkspaceRecord};
 use crate::vscode::build::Build;
 use crate::vscode::{Dirs, Options};
 use crate::workspaces::run_as::{self, RunAs};
@@ -330,6 +330,9 @@ pub struct WorkspaceView {
     pub memory_bytes: Option<u64>,
     pub storage_bytes: Option<u64>,
     pub over_quota: bool,
+    /// The front that runs it, when another front of the deployment does (then memory is
+    /// that front's to sample, and `null` here).
+    pub front: Option<String>,
 }
 
 impl Fleet {
@@ -345,12 +348,70 @@ impl Fleet {
             memory_bytes: usage.memory.filter(|_| running),
             storage_bytes: usage.storage.map(|(b, _)| b),
             over_quota: usage.over_quota,
+            front: None,
         }
     }
 
-    /// Every workspace made since the server started, by username.
-    pub fn list(&self) -> Vec<WorkspaceView> {
+    /// `local` (this front's view, if it made the workspace) with what another front's row
+    /// says of it: running there, or starting.
+    fn merged(local: Option<WorkspaceView>, row: &WorkspaceRecord, username: &str) -> WorkspaceView {
+        let mut view = local.unwrap_or_else(|| WorkspaceView {
+            user_id: row.user_id.clone(),
+            username: username.to_string(),
+            state: "stopped",
+            started_at: None,
+            last_activity_at: 0,
+            memory_bytes: None,
+            storage_bytes: None,
+            over_quota: false,
+            front: None,
+        });
+        if view.state == "running" {
+            return view;
+        }
+        view.state = row.state();
+        view.started_at = Some(u64::try_from(row.started_at).unwrap_or(0));
+        view.last_activity_at = view.last_activity_at.max(u64::try_from(row.last_activity_at).unwrap_or(0));
+        view.memory_bytes = None;
+        view.front = Some(row.front_id.clone());
+        view
+    }
+
+    /// What the other fronts run; nothing when the registry cannot be asked (the view is then
+    /// this front's alone).
+    async fn elsewhere(&self) -> Vec<(WorkspaceRecord, String)> {
+        let Some(registry) = &self.registry else { return vec![] };
+        registry.held_by_others().await.unwrap_or_else(|e| {
+            tracing::debug!("The workspace registry: {e}");
+            vec![]
+        })
+    }
+
+    /// One user's workspace, wherever it runs; `None` when none was made and none runs.
+    pub async fn view_of(&self, user: &UserId) -> Option<WorkspaceView> {
+        let local = self.workspaces.made(user).map(|w| Fleet::view(&w));
+        if local.as_ref().is_some_and(|v| v.state == "running") {
+            return local;
+        }
+        match self.elsewhere().await.into_iter().find(|(row, _)| row.user_id == user.as_str()) {
+            Some((row, name)) => Some(Fleet::merged(local, &row, &name)),
+            None => local,
+        }
+    }
+
+    /// Every workspace this front made since it started, and every one another front runs, by
+    /// username.
+    pub async fn list(&self) -> Vec<WorkspaceView> {
         let mut all: Vec<WorkspaceView> = self.workspaces.all().iter().map(|w| Fleet::view(w)).collect();
+        for (row, name) in self.elsewhere().await {
+            match all.iter().position(|v| v.user_id == row.user_id) {
+                Some(i) => {
+                    let local = all.swap_remove(i);
+                    all.push(Fleet::merged(Some(local), &row, &name));
+                }
+                None => all.push(Fleet::merged(None, &row, &name)),
+            }
+        }
         all.sort_by(|a, b| a.username.cmp(&b.username));
         all
     }

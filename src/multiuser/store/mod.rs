@@ -249,6 +249,8 @@ pub trait UserStore: Send + Sync + 'static {
     async fn touch_workspaces(&self, user_ids: &[String], now: i64) -> Result<(), StoreError>;
     /// The rows a front has.
     async fn workspaces_of_front(&self, front_id: &str) -> Result<Vec<WorkspaceRecord>, StoreError>;
+    /// Every front's rows (the admin's view of the deployment).
+    async fn all_workspaces(&self) -> Result<Vec<WorkspaceRecord>, StoreError>;
     /// Gives up the front's claim (its workspace stopped); false when it had none.
     async fn release_workspace(&self, user_id: &str, front_id: &str) -> Result<bool, StoreError>;
 

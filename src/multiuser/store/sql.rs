@@ -610,6 +610,16 @@ macro_rules! sql_store {
                 rows.iter().map(registry_from_row).collect::<Result<_, _>>().map_err(|e| self.fail(e))
             }
 
+            async fn all_workspaces(&self) -> Result<Vec<WorkspaceRecord>, StoreError> {
+                let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {REGISTRY_COLUMNS} FROM workspace_registry ORDER BY user_id"
+                )))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| self.fail(e))?;
+                rows.iter().map(registry_from_row).collect::<Result<_, _>>().map_err(|e| self.fail(e))
+            }
+
             async fn release_workspace(&self, user_id: &str, front_id: &str) -> Result<bool, StoreError> {
                 let done = sqlx::query("DELETE FROM workspace_registry WHERE user_id = $1 AND front_id = $2")
                     .bind(user_id)
