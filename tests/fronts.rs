@@ -27,7 +27,11 @@ struct Deployment {
 
 impl Deployment {
     async fn new() -> Deployment {
-        let db = postgres_database().await;
+        Deployment::on(&postgres_database().await)
+    }
+
+    /// A deployment whose users are in the database at `db`.
+    fn on(db: &str) -> Deployment {
         let (redis, prefix) = redis_prefix();
         let base = tempfile::tempdir().unwrap();
         let config = format!(
@@ -270,6 +274,39 @@ async fn a_silent_front_is_taken_for_dead_when_its_heartbeat_lapses() {
     let through_a = served_argv(&a, &cookie).await.expect("A forwards to B's now");
     assert_eq!(user_data_dir(&through_a), Some(data.to_str().unwrap()));
     assert_eq!(starts(&b), 1);
+}
+
+/// While the database is away no front heartbeats; once it is back, none is taken for dead for
+/// that (its workspaces keep running where they ran), and forwarding works again by itself.
+#[tokio::test]
+async fn a_database_outage_longer_than_the_heartbeat_bound_takes_no_front_for_dead() {
+    let mut pg = PrivatePostgres::start().await;
+    let d = Deployment::on(&pg.create_database().await);
+    let (_ha, a) = d.front(&[]);
+    let (_hb, b) = d.front(&[]);
+    let admin = sign_in(&b, "boss", "boss-password-1").await;
+    let (_, cookie) = user(&b, &admin, "hugo").await;
+    served_argv(&a, &cookie).await.expect("hugo's workspace through A");
+    let group = vscode_pid(&a);
+
+    pg.stop().await;
+    tokio::time::sleep(Duration::from_secs(35)).await;
+    assert_eq!(b.client().get_with("/argv", &[("cookie", &cookie)]).await.status, 503, "B cannot tell where it runs");
+    pg.start_again().await;
+    let back = Instant::now();
+    let served = loop {
+        if let Some(argv) = served_argv(&b, &cookie).await {
+            break argv;
+        }
+        assert!(back.elapsed() < Duration::from_secs(30), "never served again:\n{}", b.stdout_text());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(user_data_dir(&served).is_some());
+    // Past the bound again: still A's server, never reclaimed, never started twice.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert!(served_argv(&b, &cookie).await.is_some());
+    assert_eq!((starts(&a), starts(&b)), (1, 0), "B:\n{}", b.stdout_text());
+    assert!(processes().iter().any(|(_, g, _)| *g == group), "A's server still runs");
 }
 
 #[tokio::test]

@@ -13,7 +13,9 @@
 //!   heartbeat is older than [`FRONT_STALE_AFTER`], or whose process is seen gone on this host,
 //!   is taken for dead: its rows are reclaimed (what is left of its workspaces on this host is
 //!   ended) and the user's next request starts the workspace on a live front. A front that
-//!   learns it was taken for dead stops what it ran and registers again.
+//!   learns it was taken for dead stops what it ran and registers again. After the database
+//!   was unreachable, every heartbeat has lapsed: no front is taken for dead by its heartbeat
+//!   until the others have had [`FRONT_STALE_AFTER`] to heartbeat again.
 //! * **Activity.** Requests forwarded to another front's workspace are recorded in its row;
 //!   the front that runs it reads them back, so its idle reaper counts them.
 //! * **Handover.** At SIGTERM a front stops its workspaces and then removes its rows
@@ -61,6 +63,10 @@ pub struct Registry {
     lifecycle: Lifecycle,
     /// The users whose rows this front holds.
     held: Mutex<HashMap<UserId, Held>>,
+    /// When this front last could not reach the database. Every front's heartbeat stops during
+    /// an outage, so for [`FRONT_STALE_AFTER`] after it a lapsed heartbeat proves nothing: the
+    /// other fronts are given that long to heartbeat again before any is taken for dead.
+    unreachable_at: Mutex<Option<Instant>>,
 }
 
 /// A row this front holds.
@@ -129,7 +135,7 @@ impl Registry {
             started_at: now,
             heartbeat_at: now,
         };
-        Registry { store, me, isolation, lifecycle, held: Mutex::default() }
+        Registry { store, me, isolation, lifecycle, held: Mutex::default(), unreachable_at: Mutex::default() }
     }
 
     /// Enters this front into the registry (before it serves; again whenever it finds itself
@@ -195,16 +201,22 @@ impl Registry {
         Ok(true)
     }
 
+    /// Heartbeats older than this are lapsed; while the database was away lately, none is (see
+    /// [`Registry::unreachable_at`]): only fronts taken for dead by name (heartbeat 0) are.
+    fn stale_before(&self) -> i64 {
+        let recovering = self.unreachable_at.lock().unwrap().is_some_and(|t| t.elapsed() < FRONT_STALE_AFTER);
+        if recovering { 1 } else { now_ms() - FRONT_STALE_AFTER.as_millis() as i64 }
+    }
+
     /// Whether `front` is to be taken for dead: no heartbeat for [`FRONT_STALE_AFTER`], or,
     /// on this host, its process gone.
     fn is_dead(&self, front: &FrontRecord) -> bool {
-        front.heartbeat_at < now_ms() - FRONT_STALE_AFTER.as_millis() as i64
-            || (front.host == self.me.host && !process_exists(front.pid))
+        front.heartbeat_at < self.stale_before() || (front.host == self.me.host && !process_exists(front.pid))
     }
 
     /// Reclaims the rows of dead fronts; ends what is left of their workspaces on this host.
     async fn reclaim(&self) -> Result<(), StoreError> {
-        let rows = self.store.reclaim_fronts(now_ms() - FRONT_STALE_AFTER.as_millis() as i64).await?;
+        let rows = self.store.reclaim_fronts(self.stale_before()).await?;
         for row in rows {
             tracing::info!(
                 "Reclaimed user {}'s workspace from front {}, which stopped answering",
@@ -292,6 +304,7 @@ impl Registry {
             if let Err(e) = self.tick(&workspaces, last).await {
                 // The database is away: everything waits for the next tick.
                 tracing::debug!("Workspace registry: {e}");
+                *self.unreachable_at.lock().unwrap() = Some(Instant::now());
                 continue;
             }
             last = now;
