@@ -276,6 +276,30 @@ async fn a_silent_front_is_taken_for_dead_when_its_heartbeat_lapses() {
     assert_eq!(starts(&b), 1);
 }
 
+/// The storage quota holds on every front, also on one that never ran the workspace and has
+/// not measured it yet: its first start there is refused with the page.
+#[tokio::test]
+async fn the_storage_quota_holds_whichever_front_is_asked() {
+    let mut d = Deployment::new().await;
+    d.config.push_str("  limits:\n    storage-quota-mb: 1\n");
+    let (_ha, a) = d.front(&[]);
+    let (_hb, b) = d.front(&[]);
+    let admin = sign_in(&a, "boss", "boss-password-1").await;
+    let (id, cookie) = user(&a, &admin, "ivy").await;
+    // Her files fill more than her quota while no workspace of hers runs anywhere.
+    let folder = d.user_dir(&id).join("workspaces");
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+        .create(&folder)
+        .unwrap();
+    std::fs::write(folder.join("big.bin"), vec![7u8; 2_000_000]).unwrap();
+    for front in [&b, &a] {
+        let page = front.client().get_with("/argv", &[("cookie", &cookie), ("accept", "text/html")]).await;
+        assert_eq!(page.status, 507, "{}", page.text());
+        assert!(page.text().contains("storage quota"), "{}", page.text());
+    }
+    assert_eq!(starts(&a) + starts(&b), 0, "started nowhere");
+}
+
 /// While the database is away no front heartbeats; once it is back, none is taken for dead for
 /// that (its workspaces keep running where they ran), and forwarding works again by itself.
 #[tokio::test]

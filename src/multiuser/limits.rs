@@ -85,7 +85,7 @@ fn publish(workspaces: &Workspaces) {
 }
 
 /// Walks the workspace's directory (on the blocking pool) and records what it found.
-pub async fn measure_storage(w: &Arc<Workspace>, limits: &Limits, audit: &Audit) {
+pub async fn measure_storage(w: &Workspace, limits: &Limits, audit: &Audit) {
     let root = w.layout.front_dir.clone();
     let Ok(bytes) = tokio::task::spawn_blocking(move || disk_use(&root)).await else { return };
     let over = bytes > limits.storage_bytes;

@@ -45,6 +45,8 @@ pub struct UserWorkspaces {
     pub build: Build,
     pub lifecycle: Lifecycle,
     pub accounts: Arc<Accounts>,
+    /// `limits`: the storage quota is checked before a workspace's first start on this front.
+    pub limits: crate::multiuser::limits::Limits,
 }
 
 impl UserWorkspaces {
@@ -64,6 +66,10 @@ impl UserWorkspaces {
             build,
             lifecycle,
             accounts,
+            limits: crate::multiuser::limits::Limits {
+                memory_bytes: cfg.memory_limit_mb * 1_000_000,
+                storage_bytes: cfg.storage_quota_mb * 1_000_000,
+            },
         }
     }
 
@@ -142,6 +148,10 @@ impl UserWorkspaces {
             self.lifecycle.clone(),
         )
         .named(&who.name);
+        // Its storage is known before it can first start here: a front that just started, or
+        // that never ran it (another front did), would otherwise start a workspace over its
+        // quota before the limits task measured it.
+        crate::multiuser::limits::measure_storage(&workspace, &self.limits, self.accounts.audit()).await;
         let settings = workspace.settings.clone();
         self.lifecycle.spawn("settings writer", |t| settings.run(t));
         // Its session registry is served by the front that runs it (see multiuser::registry).
