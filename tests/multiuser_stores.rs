@@ -61,14 +61,33 @@ async fn two_fronts_share_users_in_postgres_and_sessions_in_redis() {
     tokio::time::sleep(REVOCATION_BOUND).await;
     assert_eq!(me_status(&a, &ada).await, 401, "A refuses the revoked session");
 
+    // Her password changed through B (keeping that session): her session on A is refused
+    // within the bound, and the new password works on A.
+    let on_a = sign_in(&a, "ada", "ada-password-1").await;
+    let on_b = sign_in(&b, "ada", "ada-password-1").await;
+    assert_eq!(me_status(&a, &on_a).await, 200, "A has just seen (and cached) the session");
+    let changed = api(
+        &b,
+        "PATCH",
+        "/api/users/me",
+        &on_b,
+        r#"{"password":"ada-password-2","current_password":"ada-password-1"}"#,
+    )
+    .await;
+    assert_eq!(changed.status, 200, "{}", changed.text());
+    tokio::time::sleep(REVOCATION_BOUND).await;
+    assert_eq!(me_status(&a, &on_a).await, 401, "A refuses a session from before the password change");
+    let ada = sign_in(&a, "ada", "ada-password-2").await;
+    assert_eq!(me_status(&b, &ada).await, 200);
+
     // Disabled through A: B refuses her next session within the bound.
-    let ada = sign_in(&b, "ada", "ada-password-1").await;
+    let ada = sign_in(&b, "ada", "ada-password-2").await;
     assert_eq!(me_status(&b, &ada).await, 200);
     let disabled = api(&a, "PATCH", &format!("/api/users/{ada_id}"), &admin, r#"{"active":false}"#).await;
     assert_eq!(disabled.status, 200, "{}", disabled.text());
     tokio::time::sleep(REVOCATION_BOUND).await;
     assert_eq!(me_status(&b, &ada).await, 401, "B refuses a disabled user's session");
-    let again = b.client().post_form("/login", "username=ada&password=ada-password-1", &[]).await;
+    let again = b.client().post_form("/login", "username=ada&password=ada-password-2", &[]).await;
     assert_eq!(again.status, 200);
     assert!(again.text().contains("This account is disabled"), "{}", again.text());
 }
