@@ -288,9 +288,7 @@ async fn the_storage_quota_holds_whichever_front_is_asked() {
     let (id, cookie) = user(&a, &admin, "ivy").await;
     // Her files fill more than her quota while no workspace of hers runs anywhere.
     let folder = d.user_dir(&id).join("workspaces");
-    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
-        .create(&folder)
-        .unwrap();
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700).create(&folder).unwrap();
     std::fs::write(folder.join("big.bin"), vec![7u8; 2_000_000]).unwrap();
     for front in [&b, &a] {
         let page = front.client().get_with("/argv", &[("cookie", &cookie), ("accept", "text/html")]).await;
@@ -298,6 +296,20 @@ async fn the_storage_quota_holds_whichever_front_is_asked() {
         assert!(page.text().contains("storage quota"), "{}", page.text());
     }
     assert_eq!(starts(&a) + starts(&b), 0, "started nowhere");
+
+    // An admin starts it anyway through A: it runs (on A), and B serves it too.
+    let path = format!("/api/users/{id}/workspace/start");
+    assert_eq!(api(&a, "POST", &path, &admin, "").await.status, 204);
+    let mut served = None;
+    for _ in 0..100 {
+        served = served_argv(&b, &cookie).await;
+        if served.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(served.is_some(), "served through B once started anyway through A");
+    assert_eq!((starts(&a), starts(&b)), (1, 0));
 }
 
 /// While the database is away no front heartbeats; once it is back, none is taken for dead for

@@ -720,6 +720,16 @@ pub async fn start_anyway(a: &Accounts, f: &Fleet, id: &str, actor: &Actor) -> R
     })?;
     w.usage.lock().unwrap().start_anyway = true;
     a.audit().record(actor.event(crate::multiuser::audit::kind::QUOTA, &user).detail("start_anyway", true));
+    if let Some(registry) = f.registry.clone() {
+        // Started now, by this front, whose permission it is: running, it is served through
+        // every front of the deployment (another front would still refuse to start it).
+        tokio::spawn(async move {
+            use crate::workspaces::placement::Placement;
+            if let Err(e) = registry.serve(&w, std::time::Duration::from_secs(120)).await {
+                tracing::warn!("Starting {}'s workspace anyway: {e}", w.name);
+            }
+        });
+    }
     Ok(())
 }
 
@@ -745,7 +755,7 @@ pub(crate) async fn post_workspace_stop(
     post,
     path = "/api/users/{id}/workspace/start",
     tag = "workspaces",
-    summary = "Lets the workspace of a user start once even over its storage quota",
+    summary = "Starts the workspace of a user now, once even over its storage quota",
     params(("id" = String, Path, description = "A user id")),
     responses((status = 204, description = "Allowed"))
 )]
