@@ -12,6 +12,10 @@
 //! 2. 50 logins at once (50 accounts, Argon2id each) while `/healthz` is asked every 5 ms on a
 //!    connection of its own: its latency percentiles during the logins, next to the same
 //!    measurement with nothing else going on (target p99 < 50 ms).
+//! 3. Requests to a user's VS Code (the stand-in build) through a second front of the same
+//!    deployment, which forwards them to the workspace the first front runs, against the same
+//!    load through the first front: requests per second and the ratio (both fronts with
+//!    `--rate-limit off`, which would cap them).
 //!
 //! Everything shares the machine's cores, so only the ratios are comparable across machines.
 
@@ -48,12 +52,20 @@ async fn run(measure: Duration) {
     let single = testkit::Server::start(&single_home, &["--bind-addr", "127.0.0.1:0"], &[]);
     let single_cookie = single.client().login("bench").await;
 
+    // Two fronts of one deployment: users in one SQLite file, sessions in Redis, one base path.
     let multi_home = testkit::Home::new();
-    multi_home.write_config("deployment-mode: multi\n");
+    let base = multi_home.path().join("users");
+    let deployment = format!(
+        "deployment-mode: multi\nmulti-user:\n  isolation:\n    strategy: directory\n    base-path: {}\n  auth:\n    database:\n      type: sqlite\n      path: {}\n",
+        base.display(),
+        multi_home.path().join("users.db").display()
+    );
+    multi_home.write_config(&deployment);
     let redis_url = redis.url();
     let multi = testkit::Server::start(
         &multi_home,
-        &["--bind-addr", "127.0.0.1:0", "--trusted-proxies", "127.0.0.1"],
+        // The per-user rate limit would cap what part 3 measures; the proxy has none anyway.
+        &["--bind-addr", "127.0.0.1:0", "--trusted-proxies", "127.0.0.1", "--rate-limit", "off"],
         &[
             ("CODE_SERVER_SESSION_STORE", "redis"),
             ("CODE_SERVER_REDIS_URL", redis_url.as_str()),
@@ -125,6 +137,30 @@ async fn run(measure: Duration) {
         took.as_millis()
     );
     println!("  (target: p99 < 50 ms during the logins)");
+
+    // 3. A user's VS Code through the front that runs it, and forwarded by another front.
+    let other_home = testkit::Home::new();
+    other_home.write_config(&deployment);
+    let other = testkit::Server::start(
+        &other_home,
+        &["--bind-addr", "127.0.0.1:0", "--rate-limit", "off"],
+        &[("CODE_SERVER_SESSION_STORE", "redis"), ("CODE_SERVER_REDIS_URL", redis_url.as_str())],
+    );
+    let started = multi.client().get_with("/version", &[("cookie", &multi_cookie)]).await;
+    assert_eq!(started.status, StatusCode::OK, "{}", started.text());
+    let forwarded = other.client().get_with("/version", &[("cookie", &multi_cookie)]).await;
+    assert_eq!(forwarded.status, StatusCode::OK, "{}", forwarded.text());
+    assert!(!other.stdout_text().contains("Starting VS Code"), "the second front forwards, it does not start");
+    let sides = [(multi.authority(), multi_cookie.clone()), (other.authority(), multi_cookie.clone())];
+    let rates = compare(&sides, "/version", measure).await;
+    println!("{:<44} {:>10} {:>10} {:>6}", "", "runs it/s", "other/s", "ratio");
+    println!(
+        "{:<44} {:>10.0} {:>10.0} {:>6.2}",
+        "a user's VS Code, c=32, through either front",
+        rates[0],
+        rates[1],
+        rates[1] / rates[0]
+    );
 }
 
 /// Signs in from `address` (the front believes 127.0.0.1's X-Forwarded-For): a team's logins

@@ -50,6 +50,10 @@ pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(3);
 pub const FRONT_STALE_AFTER: Duration = Duration::from_secs(30);
 /// How often a request waiting for a workspace another front is starting looks again.
 const STARTING_POLL: Duration = Duration::from_millis(200);
+/// How long a front forwards to where another front's workspace was found without asking the
+/// registry again. A workspace that moved meanwhile refuses the connection, and the refusal
+/// makes the next request ask ([`Placement::refused`]).
+const LOCATED_FOR: Duration = Duration::from_secs(1);
 /// A row held for a workspace that does not run is given up after this (the claim and the
 /// start are not one step; a start in progress is never mistaken for a stop).
 const RELEASE_AFTER: Duration = Duration::from_secs(5);
@@ -67,6 +71,8 @@ pub struct Registry {
     /// an outage, so for [`FRONT_STALE_AFTER`] after it a lapsed heartbeat proves nothing: the
     /// other fronts are given that long to heartbeat again before any is taken for dead.
     unreachable_at: Mutex<Option<Instant>>,
+    /// Where other fronts' workspaces were found lately (see [`LOCATED_FOR`]).
+    located: Mutex<HashMap<UserId, (PathBuf, Instant)>>,
 }
 
 /// A row this front holds.
@@ -135,7 +141,15 @@ impl Registry {
             started_at: now,
             heartbeat_at: now,
         };
-        Registry { store, me, isolation, lifecycle, held: Mutex::default(), unreachable_at: Mutex::default() }
+        Registry {
+            store,
+            me,
+            isolation,
+            lifecycle,
+            held: Mutex::default(),
+            unreachable_at: Mutex::default(),
+            located: Mutex::default(),
+        }
     }
 
     /// Enters this front into the registry (before it serves; again whenever it finds itself
@@ -288,7 +302,21 @@ impl Registry {
             }
         };
         w.mark_used();
+        self.located.lock().unwrap().insert(w.user.clone(), (socket.clone(), Instant::now()));
         Ok(Some(Served { socket, here: false }))
+    }
+
+    /// Where `user`'s workspace was found on another front within [`LOCATED_FOR`].
+    fn located_lately(&self, user: &UserId) -> Option<PathBuf> {
+        let mut located = self.located.lock().unwrap();
+        match located.get(user) {
+            Some((socket, at)) if at.elapsed() < LOCATED_FOR => Some(socket.clone()),
+            Some(_) => {
+                located.remove(user);
+                None
+            }
+            None => None,
+        }
     }
 
     /// The heartbeat and everything that goes with it, every [`HEARTBEAT_EVERY`] until `stop`.
@@ -430,6 +458,10 @@ impl Placement for Registry {
             self.publish(w, &socket).await.map_err(unavailable)?;
             return Ok(Served { socket, here: true });
         }
+        if let Some(socket) = self.located_lately(&w.user) {
+            w.mark_used();
+            return Ok(Served { socket, here: false });
+        }
         loop {
             match self.store.workspace_of(w.user.as_str()).await.map_err(unavailable)? {
                 Some((row, front)) if row.front_id != self.me.id => {
@@ -474,6 +506,7 @@ impl Placement for Registry {
     }
 
     async fn refused(&self, w: &Workspace, served: &Served) {
+        self.located.lock().unwrap().remove(&w.user);
         // Its front may have just died (seen at once on this host) or stopped it; or its server
         // is restarting, and its front publishes the new socket at its next heartbeat.
         if let Ok(Some((row, front))) = self.store.workspace_of(w.user.as_str()).await
