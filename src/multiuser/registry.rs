@@ -73,6 +73,8 @@ pub struct Registry {
     unreachable_at: Mutex<Option<Instant>>,
     /// Where other fronts' workspaces were found lately (see [`LOCATED_FOR`]).
     located: Mutex<HashMap<UserId, (PathBuf, Instant)>>,
+    /// Rows of ours that nobody here held at the last heartbeat.
+    orphans: Mutex<std::collections::HashSet<UserId>>,
 }
 
 /// A row this front holds.
@@ -149,6 +151,7 @@ impl Registry {
             held: Mutex::default(),
             unreachable_at: Mutex::default(),
             located: Mutex::default(),
+            orphans: Mutex::default(),
         }
     }
 
@@ -367,12 +370,13 @@ impl Registry {
             self.store.touch_workspaces(&forwarded, now).await?;
         }
 
-        // Our rows, as the registry has them.
+        // Our rows, as the registry has them (what we hold is seen first: a claim made after
+        // this is held by then, or not among the rows).
+        let held: Vec<(UserId, Instant)> =
+            self.held.lock().unwrap().iter().map(|(u, h)| (u.clone(), h.since)).collect();
         let rows = self.store.workspaces_of_front(&self.me.id).await?;
         let mut ours: HashMap<UserId, WorkspaceRecord> =
             rows.into_iter().map(|r| (UserId::new(r.user_id.as_str()), r)).collect();
-        let held: Vec<(UserId, Instant)> =
-            self.held.lock().unwrap().iter().map(|(u, h)| (u.clone(), h.since)).collect();
         for (user, since) in held {
             let w = workspaces.made(&user);
             let Some(row) = ours.remove(&user) else {
@@ -398,9 +402,15 @@ impl Registry {
                 self.publish(&w, &socket).await?;
             }
         }
-        // Rows of ours nobody here holds: a claim whose request went away before it started.
-        for user in ours.into_keys() {
-            self.store.release_workspace(user.as_str(), &self.me.id).await?;
+        // Rows of ours nobody here holds, at two heartbeats in a row (a claim being taken on
+        // just now is held by the next): a claim whose request went away before it started.
+        let seen_before = std::mem::take(&mut *self.orphans.lock().unwrap());
+        for user in ours.into_keys().filter(|u| !self.holds(u)) {
+            if seen_before.contains(&user) {
+                self.store.release_workspace(user.as_str(), &self.me.id).await?;
+            } else {
+                self.orphans.lock().unwrap().insert(user);
+            }
         }
 
         self.reclaim().await
