@@ -400,11 +400,11 @@ async fn fronts_share_a_port_and_one_restarts_without_losing_a_request() {
     assert!(count.get("front-one").is_some_and(|n| *n > 50), "{count:?}");
     assert!(count.get("front-two").is_some_and(|n| *n > 50), "{count:?}");
 
-    // Under load from four clients, front two stops (SIGTERM) and starts again.
+    // Under load from sixteen clients, front two stops (SIGTERM) and starts again.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (served, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(std::sync::Mutex::new(Vec::new())));
     let mut clients = Vec::new();
-    for _ in 0..4 {
+    for _ in 0..16 {
         let (stop, served, failed, authority) = (stop.clone(), served.clone(), failed.clone(), authority.clone());
         clients.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
