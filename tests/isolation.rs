@@ -634,3 +634,62 @@ async fn a_user_with_a_system_account_runs_as_it() {
     assert!(status_field(pid, "Groups").unwrap().split_whitespace().any(|g| g == gid), "its groups");
     assert!(environ(pid).contains(&format!("HOME=/home/{name}")), "its own home: {:?}", environ(pid));
 }
+
+/// Two fronts of one deployment (one SQLite file, one base path) under os-user isolation: a
+/// job the user left running, detached from their VS Code, is ended when the front that ran
+/// their workspace is SIGKILLed and another front takes the workspace over; the new workspace
+/// runs as them again, with their files.
+#[tokio::test]
+async fn a_killed_fronts_user_processes_are_ended_when_another_front_takes_over() {
+    if !as_root() {
+        return;
+    }
+    let (home, base, _) = isolated_home(Home::new(), "");
+    let users_db = home.data_dir().join("users.db");
+    let shared = format!(
+        "{}  auth:\n    database:\n      type: sqlite\n      path: {}\n",
+        std::fs::read_to_string(home.config_file()).unwrap(),
+        users_db.display()
+    );
+    home.write_config(&shared);
+    let mut a = start(&home);
+    let other = Home::new();
+    other.write_config(&shared);
+    let b = start(&other);
+    let admin = sign_in(&a, "boss", "boss-password-1").await;
+    let (ada_id, ada) = user(&a, &admin, "ada").await;
+    open_workbench(&a, &ada).await;
+    let first = pid_of(&a, "ada");
+    let root = base.join(&ada_id);
+    let uid = owner_and_mode(&root.join("data")).0;
+    assert!(
+        as_uid(uid)
+            .args(["sh", "-c"])
+            .arg(format!("echo kept > {}/workspaces/notes.txt", root.display()))
+            .status()
+            .unwrap()
+            .success()
+    );
+    // A job of hers, detached from everything (as `nohup cmd &` in a terminal).
+    assert!(as_uid(uid).args(["setsid", "-f", "sleep", "1001"]).status().unwrap().success());
+    let job = || {
+        live_processes_of(uid)
+            .into_iter()
+            .find(|p| std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default().starts_with(b"sleep\x001001"))
+    };
+    eventually("her job to run", || job().is_some()).await;
+
+    a.signal("KILL");
+    a.child.wait().unwrap();
+    // Through B, the same session: her workspace again, as her, and her job is gone.
+    open_workbench(&b, &ada).await;
+    let second = pid_of(&b, "ada");
+    assert_ne!(second, first);
+    assert_eq!(status_field(second, "Uid").unwrap().split('\t').next().unwrap(), uid.to_string());
+    eventually("her job to be ended", || job().is_none()).await;
+    assert!(
+        !Path::new(&format!("/proc/{first}")).exists()
+            || status_field(first, "State").is_some_and(|s| s.starts_with('Z'))
+    );
+    assert_eq!(std::fs::read_to_string(root.join("workspaces/notes.txt")).unwrap(), "kept\n");
+}
