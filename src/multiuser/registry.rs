@@ -99,13 +99,19 @@ fn unix_address(socket: &Path) -> String {
     format!("unix:{}", socket.display())
 }
 
-/// This host's name, as the kernel has it.
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
+/// This host as the registry names it: its name, as the kernel has it, and the PID namespace
+/// we run in. Fronts in different PID namespaces (containers sharing a hostname) cannot see
+/// each other's processes, so they are told apart as hosts: none takes another's pid for gone.
+fn host() -> String {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .ok()
         .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into())
+        .unwrap_or_else(|| "localhost".into());
+    match std::fs::read_link("/proc/self/ns/pid") {
+        Ok(ns) => format!("{name} ({})", ns.display()),
+        Err(_) => name,
+    }
 }
 
 /// Whether a live process has this pid here (a zombie, killed and not yet reaped, is not).
@@ -138,7 +144,7 @@ impl Registry {
         let now = now_ms();
         let me = FrontRecord {
             id: crate::util::random_hex(12),
-            host: hostname(),
+            host: host(),
             pid: std::process::id(),
             started_at: now,
             heartbeat_at: now,
@@ -472,7 +478,18 @@ impl Placement for Registry {
             w.mark_used();
             return Ok(Served { socket, here: false });
         }
+        let mut looked = 0;
         loop {
+            if looked > 0 {
+                if Instant::now() >= deadline {
+                    return Err(NotReady::Starting.into());
+                }
+                // Once more at once (the row changed under us), then at a steady pace.
+                if looked > 1 {
+                    tokio::time::sleep(STARTING_POLL).await;
+                }
+            }
+            looked += 1;
             match self.store.workspace_of(w.user.as_str()).await.map_err(unavailable)? {
                 Some((row, front)) if row.front_id != self.me.id => {
                     if self.is_dead(&front) {
@@ -508,10 +525,6 @@ impl Placement for Registry {
                     }
                 }
             }
-            if Instant::now() >= deadline {
-                return Err(NotReady::Starting.into());
-            }
-            tokio::time::sleep(STARTING_POLL).await;
         }
     }
 

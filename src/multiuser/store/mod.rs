@@ -141,7 +141,7 @@ pub struct AuditQuery {
 pub struct FrontRecord {
     /// Random per process start.
     pub id: String,
-    /// The host it runs on (its hostname).
+    /// The host it runs on (its hostname and PID namespace).
     pub host: String,
     pub pid: u32,
     /// Unix ms.
