@@ -494,3 +494,23 @@ fn the_workbench_through_two_fronts_in_chromium() {
         assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "{name}.png looks blank ({} bytes)", png.len());
     }
 }
+
+/// `reuse-port` only where fronts share the registry, and only on a TCP address; refused before
+/// anything listens, with a message that says why.
+#[test]
+fn reuse_port_is_refused_where_it_cannot_work() {
+    let home = Home::new();
+    let out = run(&home, &["--bind-addr", "127.0.0.1:0", "--reuse-port"], &[]);
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert_eq!(out.code, Some(1), "{text}");
+    assert!(text.contains("--reuse-port needs deployment-mode: multi"), "{text}");
+    assert!(!text.contains("listening on"), "{text}");
+
+    let home = Home::new();
+    home.write_config("deployment-mode: multi\nmulti-user:\n  isolation:\n    strategy: directory\n");
+    let socket = home.path().join("cs.sock");
+    let out = run(&home, &["--socket", socket.to_str().unwrap(), "--reuse-port"], &[ADMIN, ADMIN_PW]);
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert_eq!(out.code, Some(1), "{text}");
+    assert!(text.contains("--reuse-port applies to --bind-addr"), "{text}");
+}

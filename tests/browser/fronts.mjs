@@ -29,9 +29,30 @@ async function workbenchListing(file) {
   }
 }
 
+/**
+ * Opens a terminal; on a loaded machine the palette may miss the first try (a keystroke taken
+ * by a view still loading), so it is closed and asked again, as a person would.
+ */
+async function newTerminal() {
+  for (let attempt = 1; ; attempt++) {
+    page.setDefaultTimeout(30_000);
+    try {
+      await openTerminal(page);
+      return;
+    } catch (e) {
+      if (attempt >= 3) throw e;
+      console.log(`terminal, attempt ${attempt}: ${String(e).split("\n")[0]}`);
+      await page.keyboard.press("Escape");
+      await page.waitForTimeout(1_000);
+    } finally {
+      page.setDefaultTimeout(TIMEOUT);
+    }
+  }
+}
+
 /** Types `command` into a new terminal until `file` (which it writes) exists; its text. */
 async function inTerminal(command, file) {
-  await openTerminal(page);
+  await newTerminal();
   for (let attempt = 0; attempt < 4; attempt++) {
     await page.keyboard.type(`${command}\n`);
     const deadline = Date.now() + 20_000;
