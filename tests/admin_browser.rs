@@ -5,9 +5,6 @@
 //! photographed; the pictures must be real renderings (not blank), and the run keeps them when
 //! `CS_LOOK_DIR` names a directory.
 
-use std::path::Path;
-use std::process::Command;
-
 use testkit::*;
 
 #[test]
@@ -19,28 +16,20 @@ fn admin_page_in_chromium() {
         &["--bind-addr", "127.0.0.1:0"],
         &[("ADMIN_USERNAME", "boss"), ("ADMIN_PASSWORD", "boss-password-1")],
     );
-    let shots = match std::env::var_os("CS_LOOK_DIR") {
-        Some(dir) => dir.into(),
-        None => home.path().join("shots"),
-    };
-    std::fs::create_dir_all(&shots).unwrap();
-    let browser_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    let output = Command::new("node")
-        .arg(browser_dir.join("admin.mjs"))
-        .current_dir(&browser_dir)
-        .env("CS_URL", &server.address)
-        .env("CS_ADMIN", "boss")
-        .env("CS_ADMIN_PASSWORD", "boss-password-1")
-        .env("CS_USER", "ada")
-        .env("CS_USER_PASSWORD", "ada-password-1")
-        .env("CS_FILE", "mine.txt")
-        .env("CS_BASE_PATH", home.data_dir().join("users"))
-        .env("CS_SHOTS", &shots)
-        .output()
-        .expect("run node (tests/browser: npm ci first)");
-    let log = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    let shots = shots_dir(home.path().join("shots"));
+    let (ok, log) = run_browser(
+        browser_script("admin.mjs")
+            .env("CS_URL", &server.address)
+            .env("CS_ADMIN", "boss")
+            .env("CS_ADMIN_PASSWORD", "boss-password-1")
+            .env("CS_USER", "ada")
+            .env("CS_USER_PASSWORD", "ada-password-1")
+            .env("CS_FILE", "mine.txt")
+            .env("CS_BASE_PATH", home.data_dir().join("users"))
+            .env("CS_SHOTS", &shots),
+    );
     assert!(
-        output.status.success(),
+        ok,
         "the browser run failed:\n{log}\nserver stdout:\n{}\nstderr:\n{}",
         server.stdout_text(),
         server.stderr_text()

@@ -455,28 +455,20 @@ fn the_workbench_through_two_fronts_in_chromium() {
         let admin = sign_in(&a, "boss", "boss-password-1").await;
         user(&a, &admin, "gwen").await.0
     });
-    let shots = match std::env::var_os("CS_LOOK_DIR") {
-        Some(dir) => dir.into(),
-        None => d.base.path().join("shots"),
-    };
-    std::fs::create_dir_all(&shots).unwrap();
+    let shots = shots_dir(d.base.path().join("shots"));
     let folder = d.user_dir(&id).join("workspaces");
-    let browser_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    let output = std::process::Command::new("node")
-        .arg(browser_dir.join("fronts.mjs"))
-        .current_dir(&browser_dir)
-        .env("CS_URL_A", &a.address)
-        .env("CS_URL_B", &b.address)
-        .env("CS_USER", "gwen")
-        .env("CS_PASSWORD", "gwen-password-1")
-        .env("CS_FOLDER", &folder)
-        .env("CS_KILL_A", format!("kill -9 {}", a.child.id()))
-        .env("CS_SHOTS", &shots)
-        .output()
-        .expect("run node (tests/browser: npm ci first)");
-    let log = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    let (ok, log) = run_browser(
+        browser_script("fronts.mjs")
+            .env("CS_URL_A", &a.address)
+            .env("CS_URL_B", &b.address)
+            .env("CS_USER", "gwen")
+            .env("CS_PASSWORD", "gwen-password-1")
+            .env("CS_FOLDER", &folder)
+            .env("CS_KILL_A", format!("kill -9 {}", a.child.id()))
+            .env("CS_SHOTS", &shots),
+    );
     assert!(
-        output.status.success(),
+        ok,
         "the browser run failed:\n{log}\nA:\n{}\n{}\nB:\n{}\n{}",
         a.stdout_text(),
         a.stderr_text(),

@@ -375,34 +375,21 @@ fn two_users_side_by_side_in_chromium() {
         (ada_id, bob_id)
     });
     let ports: Vec<u16> = rt.block_on(async { vec![upstream::closed_port().await, upstream::closed_port().await] });
-    let shots = match std::env::var_os("CS_LOOK_DIR") {
-        Some(dir) => dir.into(),
-        None => home.path().join("shots"),
-    };
-    std::fs::create_dir_all(&shots).unwrap();
-    let browser_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    let output = Command::new("node")
-        .arg(browser_dir.join("isolation.mjs"))
-        .current_dir(&browser_dir)
-        .env("CS_URL", &s.address)
-        .env("CS_A", "ada")
-        .env("CS_A_PASSWORD", "ada-password-1")
-        .env("CS_B", "bob")
-        .env("CS_B_PASSWORD", "bob-password-1")
-        .env("CS_B_SECRET", base.join(&bob_id).join("workspaces/secret.txt"))
-        .env("CS_A_FOLDER", base.join(&ada_id).join("workspaces"))
-        .env("CS_PORT_A", ports[0].to_string())
-        .env("CS_PORT_B", ports[1].to_string())
-        .env("CS_SHOTS", &shots)
-        .output()
-        .expect("run node (tests/browser: npm ci first)");
-    let log = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    assert!(
-        output.status.success(),
-        "the browser run failed:\n{log}\nserver stdout:\n{}\nstderr:\n{}",
-        s.stdout_text(),
-        s.stderr_text()
+    let shots = shots_dir(home.path().join("shots"));
+    let (ok, log) = run_browser(
+        browser_script("isolation.mjs")
+            .env("CS_URL", &s.address)
+            .env("CS_A", "ada")
+            .env("CS_A_PASSWORD", "ada-password-1")
+            .env("CS_B", "bob")
+            .env("CS_B_PASSWORD", "bob-password-1")
+            .env("CS_B_SECRET", base.join(&bob_id).join("workspaces/secret.txt"))
+            .env("CS_A_FOLDER", base.join(&ada_id).join("workspaces"))
+            .env("CS_PORT_A", ports[0].to_string())
+            .env("CS_PORT_B", ports[1].to_string())
+            .env("CS_SHOTS", &shots),
     );
+    assert!(ok, "the browser run failed:\n{log}\nserver stdout:\n{}\nstderr:\n{}", s.stdout_text(), s.stderr_text());
     // The uid A's terminal printed is A's, the owner of A's directories, and not B's.
     let ada_uid = owner_and_mode(&base.join(&ada_id).join("data")).0;
     let bob_uid = owner_and_mode(&base.join(&bob_id).join("data")).0;

@@ -120,6 +120,30 @@ pub fn repo_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// Where a browser test keeps its screenshots: `$CS_LOOK_DIR` when set (to look at them
+/// afterwards), else `fallback`; made if need be.
+pub fn shots_dir(fallback: PathBuf) -> PathBuf {
+    let dir = std::env::var_os("CS_LOOK_DIR").map_or(fallback, PathBuf::from);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A Playwright script of `tests/browser` (`admin.mjs`, ...), to be run with node there; the
+/// caller adds its environment and runs it with [`run_browser`].
+pub fn browser_script(name: &str) -> Command {
+    let dir = repo_dir().join("tests/browser");
+    let mut c = Command::new("node");
+    c.arg(dir.join(name)).current_dir(dir);
+    c
+}
+
+/// Runs a [`browser_script`]: whether it succeeded, and everything it printed.
+pub fn run_browser(script: &mut Command) -> (bool, String) {
+    let output = script.output().expect("run node (tests/browser: npm ci first)");
+    let log = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    (output.status.success(), log)
+}
+
 /// The stand-in VS Code build (`tests/fixtures/fake-vscode` with the `node` on PATH): what tests
 /// run on when they do not need the real build, so they need no provisioning. Made once, next to
 /// the binary under test, named by its contents (test processes share it; a changed fixture
